@@ -1,0 +1,50 @@
+// The mask concept. A mask is a small value type with
+//   bool     operator()(const SeqCtx&, int64_t i, int64_t j) const;  // allowed?
+//   TileKind classify(const SeqCtx&, i0, i1, j0, j1) const;           // [i0,i1) x [j0,j1)
+// i is the query row within its sequence, j the key row. Both functions see
+// only rows inside the valid lengths: kernels clip tiles to q_len / kv_len
+// before asking, and never call a mask outside them.
+//
+// classify must be sound: Full means every pair is allowed, Empty means none
+// is. Built-in masks are also exact (Partial means mixed); compositions may
+// answer Partial for a tile that is in fact empty or full.
+#pragma once
+
+#include <cstdint>
+
+#include "attnkit/core/macros.hpp"
+#include "attnkit/core/sequence.hpp"
+
+namespace attnkit {
+
+enum class TileKind : int { Empty = 0, Partial = 1, Full = 2 };
+
+inline const char* to_string(TileKind t) {
+  return t == TileKind::Empty ? "empty" : t == TileKind::Full ? "full" : "partial";
+}
+
+// CRTP tag: only types deriving from MaskBase take part in & | ~ below, so
+// the operators never hijack unrelated types.
+template <class Derived>
+struct MaskBase {
+  ATTNKIT_HDI const Derived& derived() const { return static_cast<const Derived&>(*this); }
+};
+
+template <class M>
+struct is_mask {
+ private:
+  template <class D>
+  static char test(const MaskBase<D>*);
+  static long test(...);
+
+ public:
+  static constexpr bool value = sizeof(test(static_cast<const M*>(nullptr))) == sizeof(char);
+};
+
+namespace detail {
+// Classification of a band of positions: rows have positions [pmin, pmax].
+ATTNKIT_HDI int64_t imin(int64_t a, int64_t b) { return a < b ? a : b; }
+ATTNKIT_HDI int64_t imax(int64_t a, int64_t b) { return a > b ? a : b; }
+}  // namespace detail
+
+}  // namespace attnkit
