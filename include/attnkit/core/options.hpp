@@ -45,6 +45,9 @@ struct AttentionOptions {
   // CPU: threads to use (0 = OpenMP's default; 1 = serial). Results are
   // bit-identical whatever the count.
   int num_threads = 0;
+
+  // CUDA: the stream to launch on (a cudaStream_t; null = the default stream).
+  void* cuda_stream = nullptr;
 };
 
 // Packed variable-length batches (FlashAttention's varlen): sequence b owns
