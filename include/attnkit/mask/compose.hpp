@@ -53,6 +53,22 @@ struct NotMask : MaskBase<NotMask<A>> {
   }
 };
 
+// The same predicate with tile classification switched off (every tile
+// Partial): the "visit every tile, check every element" strategy, for
+// benchmarks that measure what tile skipping buys.
+template <class A>
+struct UntiledMask : MaskBase<UntiledMask<A>> {
+  A a;
+  UntiledMask() = default;
+  ATTNKIT_HD explicit UntiledMask(const A& x) : a(x) {}
+  ATTNKIT_HDI bool operator()(const SeqCtx& s, int64_t i, int64_t j) const { return a(s, i, j); }
+  ATTNKIT_HDI TileKind classify(const SeqCtx&, int64_t, int64_t, int64_t, int64_t) const { return TileKind::Partial; }
+};
+template <class A>
+ATTNKIT_HD UntiledMask<A> untiled(const A& a) {
+  return UntiledMask<A>(a);
+}
+
 template <class A, class B, class = std::enable_if_t<is_mask<A>::value && is_mask<B>::value>>
 ATTNKIT_HD AndMask<A, B> operator&(const A& a, const B& b) {
   return AndMask<A, B>(a, b);

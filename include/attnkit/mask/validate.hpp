@@ -52,6 +52,10 @@ template <class A>
 void validate_mask(const NotMask<A>& m) {
   validate_mask(m.a);
 }
+template <class A>
+void validate_mask(const UntiledMask<A>& m) {
+  validate_mask(m.a);
+}
 
 // Checks that need the problem's capacity: a block-sparse map must cover the
 // longest sequence.
@@ -76,6 +80,10 @@ void validate_mask_extent(const OrMask<A, B>& m, int64_t q, int64_t k) {
 }
 template <class A>
 void validate_mask_extent(const NotMask<A>& m, int64_t q, int64_t k) {
+  validate_mask_extent(m.a, q, k);
+}
+template <class A>
+void validate_mask_extent(const UntiledMask<A>& m, int64_t q, int64_t k) {
   validate_mask_extent(m.a, q, k);
 }
 
