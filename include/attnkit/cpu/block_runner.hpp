@@ -1,0 +1,235 @@
+// One block of query rows against a range of keys: FlashAttention-2's inner
+// loop on the CPU. Rows are (query head of one GQA group, query index) pairs,
+// so every K/V tile is read once for all heads that share it.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <type_traits>
+#include <vector>
+#include <xsimd/xsimd.hpp>
+
+#include "attnkit/core/params.hpp"
+#include "attnkit/cpu/micro_kernels.hpp"
+#include "attnkit/cpu/simd.hpp"
+#include "attnkit/mask/tile.hpp"
+
+namespace attnkit {
+namespace cpu {
+namespace detail {
+
+using AlignedFloats = std::vector<float, xsimd::aligned_allocator<float, 64>>;
+
+// Per-worker buffers, sized once per call and reused by every block.
+struct Scratch {
+  AlignedFloats qt, kbuf, vbuf, st, ot, row, lane;
+  std::vector<SeqCtx> ctx;
+  std::vector<int64_t> lane_head, lane_i;
+
+  void ensure(int64_t rows, int64_t d, int64_t dv, int64_t tile_keys) {
+    grow(qt, d * rows);
+    grow(kbuf, tile_keys * d);
+    grow(vbuf, tile_keys * dv);
+    grow(st, tile_keys * rows);
+    grow(ot, dv * rows);
+    grow(row, std::max(d, dv));
+    grow(lane, 4 * rows);
+    if (static_cast<int64_t>(lane_head.size()) < rows) {
+      lane_head.resize(static_cast<size_t>(rows));
+      lane_i.resize(static_cast<size_t>(rows));
+      ctx.resize(static_cast<size_t>(rows));
+    }
+  }
+
+ private:
+  static void grow(AlignedFloats& v, int64_t n) {
+    if (static_cast<int64_t>(v.size()) < n) v.resize(static_cast<size_t>(n));
+  }
+};
+
+// The query rows of one block: heads [h0, h0 + heads) of kv head `kvh`,
+// queries [i0, i0 + tq). Lane r holds head h0 + r / tq, query i0 + r % tq.
+struct BlockRows {
+  int64_t b = 0, kvh = 0, h0 = 0, heads = 0, i0 = 0, tq = 0;
+  int64_t valid() const { return heads * tq; }
+};
+
+// Finished rows of a block: m and l per lane (log2 domain), O^T in scratch.ot.
+struct BlockResult {
+  float* m = nullptr;  // [rows]
+  float* l = nullptr;  // [rows]
+};
+
+template <class T, class B, int MV, class Mask>
+class BlockRunner {
+ public:
+  using Blk = Blocking<B, MV>;
+  static constexpr int L = Blk::kLanes;
+  static constexpr int M = Blk::kRows;
+  static constexpr int N = Blk::kTileKeys;
+
+  BlockRunner(const AttentionParams<T>& p, const Mask& mask, Scratch& s) : p_(p), mask_(mask), s_(s) {
+    s_.ensure(M, p.shape.head_dim, p.shape.v_head_dim, N);
+    post_logits_ = p.softcap > 0.0f || p.alibi_slopes != nullptr;
+  }
+
+  // Runs rows `br` over keys [jb, je) of sequence br.b; the result stays in
+  // scratch (O^T unnormalised) and `res` (max, sum per lane, log2 domain).
+  void run(const BlockRows& br, int64_t jb, int64_t je, BlockResult res) {
+    const int64_t D = p_.shape.head_dim, Dv = p_.shape.v_head_dim;
+    const int64_t valid = br.valid();
+    setup_lanes(br);
+    load_q(br);
+    std::fill(s_.ot.begin(), s_.ot.begin() + Dv * M, 0.0f);
+    B m[MV], l[MV], alpha[MV];
+    for (int v = 0; v < MV; ++v) {
+      m[v] = B(-std::numeric_limits<float>::infinity());
+      l[v] = B(0.0f);
+    }
+    for (int64_t j0 = jb; j0 < je; j0 += N) {
+      const int64_t n = std::min<int64_t>(N, je - j0);
+      const TileKind kind = classify(br, j0, j0 + n);
+      if (kind == TileKind::Empty) continue;
+      const float* kb;
+      int64_t ks;
+      rows_as_float(p_.k, p_.k_layout, br, j0, n, D, s_.kbuf.data(), kb, ks, /*is_k=*/true);
+      qk_tile<B, MV>(s_.qt.data(), D, kb, ks, n, s_.st.data());
+      if (post_logits_) transform_logits(br, j0, n);
+      if (kind == TileKind::Partial) apply_mask(j0, n, valid);
+      softmax_update(n, m, l, alpha);
+      const float* vb;
+      int64_t vs;
+      rows_as_float(p_.v, p_.v_layout, br, j0, n, Dv, s_.vbuf.data(), vb, vs, /*is_k=*/false);
+      pv_tile<B, MV>(s_.st.data(), n, vb, vs, Dv, s_.ot.data(), alpha);
+    }
+    for (int v = 0; v < MV; ++v) {
+      m[v].store_unaligned(res.m + v * L);
+      l[v].store_unaligned(res.l + v * L);
+    }
+  }
+
+  const float* ot() const { return s_.ot.data(); }
+
+ private:
+  void setup_lanes(const BlockRows& br) {
+    for (int64_t hg = 0; hg < br.heads; ++hg) s_.ctx[hg] = p_.shape.ctx(br.b, br.h0 + hg);
+    for (int64_t r = 0; r < br.valid(); ++r) {
+      s_.lane_head[r] = r / br.tq;
+      s_.lane_i[r] = br.i0 + r % br.tq;
+    }
+  }
+
+  // Qt[d][r] = q[r][d] * scale (times log2(e) unless logits are post-processed
+  // in natural units first); unused lanes are zero so they stay finite.
+  void load_q(const BlockRows& br) {
+    const int64_t D = p_.shape.head_dim;
+    const float qscale = post_logits_ ? p_.scale : p_.scale * kLog2e;
+    float* qt = s_.qt.data();
+    float* row = s_.row.data();
+    for (int64_t r = 0; r < M; ++r) {
+      if (r < br.valid()) {
+        const int64_t h = br.h0 + s_.lane_head[r], i = s_.lane_i[r];
+        to_float_row(p_.q_row(br.b, i, h), row, D);
+        for (int64_t d = 0; d < D; ++d) qt[d * M + r] = row[d] * qscale;
+      } else {
+        for (int64_t d = 0; d < D; ++d) qt[d * M + r] = 0.0f;
+      }
+    }
+  }
+
+  // fp32 rows are used in place (strided); 16-bit rows are widened into a buffer.
+  void rows_as_float(const T* base, const SeqLayout& lay, const BlockRows& br, int64_t j0, int64_t n, int64_t dim,
+                     float* buf, const float*& out, int64_t& stride, bool is_k) const {
+    const T* first = AttentionParams<T>::row(base, lay, p_.shape, false, br.b, j0, br.kvh);
+    if constexpr (std::is_same_v<T, float>) {
+      (void)buf, (void)dim, (void)is_k;
+      out = first;
+      stride = lay.row_stride;
+    } else {
+      (void)is_k;
+      for (int64_t jj = 0; jj < n; ++jj) to_float_row(first + jj * lay.row_stride, buf + jj * dim, dim);
+      out = buf;
+      stride = dim;
+    }
+  }
+
+  TileKind classify(const BlockRows& br, int64_t j0, int64_t j1) const {
+    bool all_full = true, all_empty = true;
+    for (int64_t hg = 0; hg < br.heads; ++hg) {
+      const TileKind k = mask_.classify(s_.ctx[hg], br.i0, br.i0 + br.tq, j0, j1);
+      if (k == TileKind::Partial) return TileKind::Partial;
+      all_full = all_full && k == TileKind::Full;
+      all_empty = all_empty && k == TileKind::Empty;
+    }
+    return all_empty ? TileKind::Empty : all_full ? TileKind::Full : TileKind::Partial;
+  }
+
+  void apply_mask(int64_t j0, int64_t n, int64_t valid) {
+    const float ninf = -std::numeric_limits<float>::infinity();
+    float* st = s_.st.data();
+    for (int64_t jj = 0; jj < n; ++jj)
+      for (int64_t r = 0; r < valid; ++r)
+        if (!mask_(s_.ctx[s_.lane_head[r]], s_.lane_i[r], j0 + jj)) st[jj * M + r] = ninf;
+  }
+
+  // Softcap and ALiBi act on natural-unit logits; then convert to log2 units.
+  void transform_logits(const BlockRows& br, int64_t j0, int64_t n) {
+    float* slope = s_.lane.data();
+    float* dist0 = slope + M;
+    for (int64_t r = 0; r < M; ++r) {
+      const bool ok = r < br.valid();
+      const int64_t h = br.h0 + (ok ? s_.lane_head[r] : 0);
+      slope[r] = (ok && p_.alibi_slopes) ? p_.alibi_slopes[h] : 0.0f;
+      // j - p(i) in int64 first: exact for any position, then one rounding.
+      dist0[r] = ok ? static_cast<float>(j0 - s_.ctx[s_.lane_head[r]].pos(s_.lane_i[r])) : 0.0f;
+    }
+    const bool capped = p_.softcap > 0.0f;
+    const B cap(p_.softcap), inv_cap(capped ? 1.0f / p_.softcap : 0.0f), log2e(kLog2e);
+    float* st = s_.st.data();
+    for (int64_t jj = 0; jj < n; ++jj)
+      for (int v = 0; v < MV; ++v) {
+        B x = B::load_aligned(st + jj * M + v * L);
+        if (capped) x = cap * xsimd::tanh(x * inv_cap);
+        if (p_.alibi_slopes)
+          x = xsimd::fma(B::load_aligned(slope + v * L), B::load_aligned(dist0 + v * L) + B(static_cast<float>(jj)), x);
+        (x * log2e).store_aligned(st + jj * M + v * L);
+      }
+  }
+
+  // Online softmax, vertical over lanes: new max, rescale factor alpha, and
+  // P = 2^(S - max) written over S. A lane whose max is still -inf (nothing
+  // allowed yet) uses 0 as its reference so no -inf - -inf NaN appears.
+  void softmax_update(int64_t n, B* m, B* l, B* alpha) {
+    const B ninf(-std::numeric_limits<float>::infinity());
+    float* st = s_.st.data();
+    B mt[MV], ref[MV], sum[MV];
+    for (int v = 0; v < MV; ++v) mt[v] = ninf;
+    for (int64_t jj = 0; jj < n; ++jj)
+      for (int v = 0; v < MV; ++v) mt[v] = xsimd::max(mt[v], B::load_aligned(st + jj * M + v * L));
+    for (int v = 0; v < MV; ++v) {
+      const B mnew = xsimd::max(m[v], mt[v]);
+      ref[v] = xsimd::select(mnew == ninf, B(0.0f), mnew);
+      alpha[v] = exp2_fast(m[v] - ref[v]);
+      m[v] = mnew;
+      sum[v] = B(0.0f);
+    }
+    for (int64_t jj = 0; jj < n; ++jj)
+      for (int v = 0; v < MV; ++v) {
+        const B e = exp2_fast(B::load_aligned(st + jj * M + v * L) - ref[v]);
+        e.store_aligned(st + jj * M + v * L);
+        sum[v] += e;
+      }
+    for (int v = 0; v < MV; ++v) l[v] = xsimd::fma(l[v], alpha[v], sum[v]);
+  }
+
+  const AttentionParams<T>& p_;
+  const Mask& mask_;
+  Scratch& s_;
+  bool post_logits_ = false;
+};
+
+}  // namespace detail
+}  // namespace cpu
+}  // namespace attnkit

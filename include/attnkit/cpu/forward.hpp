@@ -1,0 +1,209 @@
+// CPU forward pass: decomposition into (batch, KV head, head chunk, query
+// block[, key chunk]) work items, prefill and split-KV decode, and writing
+// the outputs. The arithmetic lives in block_runner.hpp / micro_kernels.hpp.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <vector>
+
+#include "attnkit/core/error.hpp"
+#include "attnkit/core/options.hpp"
+#include "attnkit/core/params.hpp"
+#include "attnkit/cpu/block_runner.hpp"
+#include "attnkit/cpu/merge.hpp"
+#include "attnkit/cpu/threading.hpp"
+
+namespace attnkit {
+namespace cpu {
+
+// Queries per sequence at or below which the split-KV decode path is used.
+inline constexpr int64_t kDecodeMaxQueries = 16;
+// Keys per split in decode. Fixed (not derived from the thread count) so
+// results do not depend on it.
+inline constexpr int64_t kDecodeKeysPerSplit = 1024;
+
+namespace detail {
+
+// How query rows are grouped into blocks of M lanes.
+struct RowTiling {
+  int64_t heads_per_block;  // query heads of one group per block
+  int64_t head_chunks;      // group / heads_per_block
+  int64_t tq;               // queries per block
+  int64_t q_blocks;         // blocks along the query axis (for the longest sequence)
+};
+
+inline RowTiling make_tiling(int64_t rows, int64_t group, int64_t max_q) {
+  RowTiling t;
+  t.heads_per_block = std::min(group, rows);
+  while (group % t.heads_per_block != 0) --t.heads_per_block;
+  t.head_chunks = group / t.heads_per_block;
+  t.tq = std::max<int64_t>(1, rows / t.heads_per_block);
+  t.q_blocks = max_q > 0 ? (max_q + t.tq - 1) / t.tq : 0;
+  return t;
+}
+
+// Finalises a block's rows: out = O / (l + sink), lse = (m + log2 l) ln 2.
+template <class T, int M>
+void write_rows(const AttentionParams<T>& p, const BlockRows& br, const float* ot, const float* m, const float* l) {
+  const int64_t Dv = p.shape.v_head_dim;
+  const float ninf = -std::numeric_limits<float>::infinity();
+  for (int64_t r = 0; r < br.valid(); ++r) {
+    const int64_t h = br.h0 + r / br.tq, i = br.i0 + r % br.tq;
+    T* out = p.out_row(br.b, i, h);
+    const bool any = l[r] > 0.0f;
+    float denom = l[r];
+    if (any && p.sink_logits) denom += std::exp2(p.sink_logits[h] * kLog2e - m[r]);
+    const float inv = any ? 1.0f / denom : 0.0f;
+    for (int64_t d = 0; d < Dv; ++d) out[d] = from_float<T>(ot[d * M + r] * inv);
+    if (p.lse) *p.lse_ptr(br.b, i, h) = any ? (m[r] + std::log2(l[r])) * kLn2 : ninf;
+  }
+}
+
+// Padded layouts: query rows past q_len(b) are outputs too: 0 and lse -inf.
+template <class T>
+void zero_padded_rows(const AttentionParams<T>& p) {
+  const ProblemShape& s = p.shape;
+  if (s.varlen()) return;
+  for (int64_t b = 0; b < s.batch; ++b)
+    for (int64_t i = s.q_len(b); i < s.q_capacity; ++i)
+      for (int64_t h = 0; h < s.q_heads; ++h) {
+        T* out = p.out_row(b, i, h);
+        for (int64_t d = 0; d < s.v_head_dim; ++d) out[d] = from_float<T>(0.0f);
+        if (p.lse) *p.lse_ptr(b, i, h) = -std::numeric_limits<float>::infinity();
+      }
+}
+
+template <class B, int MV>
+struct Worker {
+  Scratch scratch;
+  float m[Blocking<B, MV>::kRows];
+  float l[Blocking<B, MV>::kRows];
+};
+
+template <class T, class B, int MV, class Mask>
+void prefill(const AttentionParams<T>& p, const Mask& mask, int threads) {
+  using Runner = BlockRunner<T, B, MV, Mask>;
+  constexpr int M = Runner::M;
+  const ProblemShape& s = p.shape;
+  const RowTiling t = make_tiling(M, s.group(), s.q_capacity);
+  const int64_t per_seq = s.kv_heads * t.head_chunks * t.q_blocks;
+  // Query blocks in reverse so the long rows of causal masks start first.
+  parallel_for<Worker<B, MV>>(s.batch * per_seq, threads, [&](int64_t item, Worker<B, MV>& w) {
+    BlockRows br;
+    br.b = item / per_seq;
+    int64_t rest = item % per_seq;
+    const int64_t qb = t.q_blocks - 1 - rest % t.q_blocks;
+    rest /= t.q_blocks;
+    br.kvh = rest / t.head_chunks;
+    br.heads = t.heads_per_block;
+    br.h0 = br.kvh * s.group() + (rest % t.head_chunks) * t.heads_per_block;
+    br.i0 = qb * t.tq;
+    const int64_t lq = s.q_len(br.b);
+    if (br.i0 >= lq) return;
+    br.tq = std::min(t.tq, lq - br.i0);
+    Runner runner(p, mask, w.scratch);
+    runner.run(br, 0, s.kv_len(br.b), BlockResult{w.m, w.l});
+    write_rows<T, M>(p, br, runner.ot(), w.m, w.l);
+  });
+}
+
+// Split-KV decode: each (block, key split) item writes a normalised partial
+// (out, lse); a second pass merges splits in a fixed order (DESIGN §6) and
+// applies the sink logit once.
+template <class T, class B, int MV, class Mask>
+void decode(const AttentionParams<T>& p, const Mask& mask, int threads) {
+  using Runner = BlockRunner<T, B, MV, Mask>;
+  constexpr int M = Runner::M;
+  const ProblemShape& s = p.shape;
+  const int64_t Dv = s.v_head_dim;
+  const RowTiling t = make_tiling(M, s.group(), s.q_capacity);
+  const int64_t splits = std::max<int64_t>(1, (s.kv_capacity + kDecodeKeysPerSplit - 1) / kDecodeKeysPerSplit);
+  const int64_t blocks_per_seq = s.kv_heads * t.head_chunks * t.q_blocks;
+  const int64_t blocks = s.batch * blocks_per_seq;
+  std::vector<float> part_out(static_cast<size_t>(blocks * splits * M * Dv));
+  std::vector<float> part_lse(static_cast<size_t>(blocks * splits * M), -std::numeric_limits<float>::infinity());
+
+  auto block_rows = [&](int64_t blk, BlockRows& br) {
+    br.b = blk / blocks_per_seq;
+    int64_t rest = blk % blocks_per_seq;
+    const int64_t qb = rest % t.q_blocks;
+    rest /= t.q_blocks;
+    br.kvh = rest / t.head_chunks;
+    br.heads = t.heads_per_block;
+    br.h0 = br.kvh * s.group() + (rest % t.head_chunks) * t.heads_per_block;
+    br.i0 = qb * t.tq;
+    const int64_t lq = s.q_len(br.b);
+    if (br.i0 >= lq) return false;
+    br.tq = std::min(t.tq, lq - br.i0);
+    return true;
+  };
+
+  parallel_for<Worker<B, MV>>(blocks * splits, threads, [&](int64_t item, Worker<B, MV>& w) {
+    const int64_t blk = item / splits, sp = item % splits;
+    BlockRows br;
+    if (!block_rows(blk, br)) return;
+    const int64_t lk = s.kv_len(br.b);
+    const int64_t jb = sp * kDecodeKeysPerSplit, je = std::min(lk, jb + kDecodeKeysPerSplit);
+    if (jb >= je) return;  // lse stays -inf: this split contributes nothing
+    Runner runner(p, mask, w.scratch);
+    runner.run(br, jb, je, BlockResult{w.m, w.l});
+    const float* ot = runner.ot();
+    float* po = &part_out[static_cast<size_t>(item * M * Dv)];
+    float* pl = &part_lse[static_cast<size_t>(item * M)];
+    for (int64_t r = 0; r < br.valid(); ++r) {
+      const bool any = w.l[r] > 0.0f;
+      const float inv = any ? 1.0f / w.l[r] : 0.0f;
+      for (int64_t d = 0; d < Dv; ++d) po[r * Dv + d] = ot[d * M + r] * inv;
+      pl[r] = any ? (w.m[r] + std::log2(w.l[r])) * kLn2 : -std::numeric_limits<float>::infinity();
+    }
+  });
+
+  parallel_for<std::vector<float>>(blocks, threads, [&](int64_t blk, std::vector<float>& row) {
+    BlockRows br;
+    if (!block_rows(blk, br)) return;
+    row.resize(static_cast<size_t>(Dv));
+    for (int64_t r = 0; r < br.valid(); ++r) {
+      const int64_t h = br.h0 + r / br.tq, i = br.i0 + r % br.tq;
+      const float* po = &part_out[static_cast<size_t>((blk * splits * M + r) * Dv)];
+      const float* pl = &part_lse[static_cast<size_t>(blk * splits * M + r)];
+      const float lse = ::attnkit::detail::merge_rows(po, M * Dv, pl, M, splits, Dv, row.data());
+      float scale = 1.0f;
+      if (p.sink_logits && lse != -std::numeric_limits<float>::infinity())
+        scale = 1.0f / (1.0f + std::exp(p.sink_logits[h] - lse));
+      T* out = p.out_row(br.b, i, h);
+      for (int64_t d = 0; d < Dv; ++d) out[d] = from_float<T>(row[d] * scale);
+      if (p.lse) *p.lse_ptr(br.b, i, h) = lse;
+    }
+  });
+}
+
+}  // namespace detail
+
+// Runs attention on validated params (see attention.hpp, which validates).
+template <class T, class Mask>
+void attention_forward(const AttentionParams<T>& p, const Mask& mask, const AttentionOptions& o) {
+  if (o.rope) ::attnkit::detail::fail("fused RoPE is not available in this build of the CPU kernel");
+  const int threads = resolve_threads(o.num_threads);
+  const ProblemShape& s = p.shape;
+  detail::zero_padded_rows(p);
+  if (s.batch == 0 || s.q_capacity == 0) return;
+  if (s.q_capacity <= kDecodeMaxQueries) {
+    const int64_t rows = s.group() * s.q_capacity;
+    if (rows <= 4 && Batch4::size == 4)
+      detail::decode<T, Batch4, 1>(p, mask, threads);
+    else if (rows <= 8 && Batch8::size == 8)
+      detail::decode<T, Batch8, 1>(p, mask, threads);
+    else if (rows <= static_cast<int64_t>(WideBatch::size))
+      detail::decode<T, WideBatch, 1>(p, mask, threads);
+    else
+      detail::decode<T, WideBatch, 2>(p, mask, threads);
+    return;
+  }
+  detail::prefill<T, WideBatch, 2>(p, mask, threads);
+}
+
+}  // namespace cpu
+}  // namespace attnkit
