@@ -1,11 +1,6 @@
 // Dense builders: the boolean and additive matrices must equal the mask
 // predicate, with positions taken from each batch entry's actual lengths, and
 // must survive the round trip back into a mask (DenseMask / AdditiveMask).
-// GCC 12 reports a false -Wmaybe-uninitialized inside its own AVX-512
-// intrinsics when the reference's Eigen products are inlined (GCC bug 105593).
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
 #include <cmath>
 #include <random>
 #include <vector>

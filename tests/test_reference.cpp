@@ -2,11 +2,6 @@
 // against an independent scalar triple loop written here from DESIGN.md: its
 // own indexing (no AttentionParams), its own positions, masks as plain
 // formulas, softcap / ALiBi / sink applied as documented in core/options.hpp.
-// GCC 12 reports a false -Wmaybe-uninitialized inside its own AVX-512
-// intrinsics when the reference's Eigen products are inlined (GCC bug 105593).
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
 #include <cmath>
 #include <functional>
 #include <limits>
