@@ -303,18 +303,25 @@ inline double read_bw_gbps(int threads) { return PeakRegistry::instance().get(Pe
 template <class T>
 void set_compute_counters(benchmark::State& st, double flops_per_call, double sec_per_call, int threads) {
   const double gflops = flops_per_call / sec_per_call * 1e-9;
+  const double peak = fma_peak_gflops(threads);
   st.counters["gflops"] = gflops;
-  st.counters["peak_frac"] = gflops / fma_peak_gflops(threads);
+  st.counters["peak_frac"] = gflops / peak;
+  st.counters["peak_ref"] = peak;  // the denominator, so a peak measured under load shows
   if constexpr (std::is_same_v<T, attnkit::bfloat16>) {
     const double p = bf16_peak_gflops(threads);
-    if (p > 0) st.counters["bf16_peak_frac"] = gflops / p;
+    if (p > 0) {
+      st.counters["bf16_peak_frac"] = gflops / p;
+      st.counters["bf16_ref"] = p;
+    }
   }
 }
 
 inline void set_bandwidth_counters(benchmark::State& st, double bytes_per_call, double sec_per_call, int threads) {
   const double gbps = bytes_per_call / sec_per_call * 1e-9;
   st.counters["gbps"] = gbps;
-  st.counters["bw_frac"] = gbps / read_bw_gbps(threads);
+  const double bw = read_bw_gbps(threads);
+  st.counters["bw_frac"] = gbps / bw;
+  st.counters["bw_ref"] = bw;
 }
 
 }  // namespace attnkit_bench
