@@ -49,11 +49,37 @@ struct Scratch {
   }
 };
 
-// The query rows of one block: heads [h0, h0 + heads) of kv head `kvh`,
-// queries [i0, i0 + tq). Lane r holds head h0 + r / tq, query i0 + r % tq.
+// The query rows of one block, all reading kv head `kvh` of sequence `b`:
+// lane r holds query head head[r] and query index query[r]. Tile
+// classification asks the mask about the covering ranges heads [h_lo, h_hi)
+// x queries [i_lo, i_hi), which is sound for any set of lanes (exact for the
+// contiguous blocks of prefill and decode). Gathered lanes serve MoBA.
 struct BlockRows {
-  int64_t b = 0, kvh = 0, h0 = 0, heads = 0, i0 = 0, tq = 0;
-  int64_t valid() const { return heads * tq; }
+  static constexpr int kMaxRows = 64;
+  int64_t b = 0, kvh = 0;
+  int64_t count = 0;
+  int64_t h_lo = 0, h_hi = 0, i_lo = 0, i_hi = 0;
+  int64_t head[kMaxRows] = {};
+  int64_t query[kMaxRows] = {};
+
+  int64_t valid() const { return count; }
+
+  // heads [h0, h0 + heads) x queries [i0, i0 + tq), head-major.
+  static BlockRows contiguous(int64_t b, int64_t kvh, int64_t h0, int64_t heads, int64_t i0, int64_t tq) {
+    BlockRows br;
+    br.b = b;
+    br.kvh = kvh;
+    br.count = heads * tq;
+    br.h_lo = h0;
+    br.h_hi = h0 + heads;
+    br.i_lo = i0;
+    br.i_hi = i0 + tq;
+    for (int64_t r = 0; r < br.count; ++r) {
+      br.head[r] = h0 + r / tq;
+      br.query[r] = i0 + r % tq;
+    }
+    return br;
+  }
 };
 
 // Finished rows of a block: m and l per lane (log2 domain), O^T in scratch.ot.
@@ -92,16 +118,17 @@ class BlockRunner {
       const int64_t n = std::min<int64_t>(N, je - j0);
       const TileKind kind = classify(br, j0, j0 + n);
       if (kind == TileKind::Empty) continue;
+      if (j0 + N < je) prefetch_tile(br, j0 + N, std::min<int64_t>(N, je - j0 - N));
       const float* kb;
       int64_t ks;
-      rows_as_float(p_.k, p_.k_layout, br, j0, n, D, s_.kbuf.data(), kb, ks, /*is_k=*/true);
+      rows_as_float(p_.k, p_.k_layout, br, j0, n, D, s_.kbuf.data(), kb, ks);
       qk_tile<B, MV>(s_.qt.data(), D, kb, ks, n, s_.st.data());
       if (post_logits_) transform_logits(br, j0, n);
       if (kind == TileKind::Partial) apply_mask(j0, n, valid);
       softmax_update(n, m, l, alpha);
       const float* vb;
       int64_t vs;
-      rows_as_float(p_.v, p_.v_layout, br, j0, n, Dv, s_.vbuf.data(), vb, vs, /*is_k=*/false);
+      rows_as_float(p_.v, p_.v_layout, br, j0, n, Dv, s_.vbuf.data(), vb, vs);
       pv_tile<B, MV>(s_.st.data(), n, vb, vs, Dv, s_.ot.data(), alpha);
     }
     for (int v = 0; v < MV; ++v) {
@@ -113,11 +140,12 @@ class BlockRunner {
   const float* ot() const { return s_.ot.data(); }
 
  private:
+  // Per-lane mask context; ctx is indexed by head - h_lo.
   void setup_lanes(const BlockRows& br) {
-    for (int64_t hg = 0; hg < br.heads; ++hg) s_.ctx[hg] = p_.shape.ctx(br.b, br.h0 + hg);
+    for (int64_t h = br.h_lo; h < br.h_hi; ++h) s_.ctx[h - br.h_lo] = p_.shape.ctx(br.b, h);
     for (int64_t r = 0; r < br.valid(); ++r) {
-      s_.lane_head[r] = r / br.tq;
-      s_.lane_i[r] = br.i0 + r % br.tq;
+      s_.lane_head[r] = br.head[r] - br.h_lo;
+      s_.lane_i[r] = br.query[r];
     }
   }
 
@@ -130,8 +158,7 @@ class BlockRunner {
     float* row = s_.row.data();
     for (int64_t r = 0; r < M; ++r) {
       if (r < br.valid()) {
-        const int64_t h = br.h0 + s_.lane_head[r], i = s_.lane_i[r];
-        to_float_row(p_.q_row(br.b, i, h), row, D);
+        to_float_row(p_.q_row(br.b, br.query[r], br.head[r]), row, D);
         for (int64_t d = 0; d < D; ++d) qt[d * M + r] = row[d] * qscale;
       } else {
         for (int64_t d = 0; d < D; ++d) qt[d * M + r] = 0.0f;
@@ -139,26 +166,40 @@ class BlockRunner {
     }
   }
 
-  // fp32 rows are used in place (strided); 16-bit rows are widened into a buffer.
+  // Tile rows are copied (and widened from 16-bit) into a dense buffer. Even
+  // fp32 rows are copied: rows of one head sit Hkv * D floats apart (4 KiB
+  // for Hkv = 8, D = 128), so the KR rows a micro-kernel reads together would
+  // all map to the same L1 set and evict each other; the copy costs ~3% at
+  // M = 32 rows and removed a 5x slowdown in decode.
   void rows_as_float(const T* base, const SeqLayout& lay, const BlockRows& br, int64_t j0, int64_t n, int64_t dim,
-                     float* buf, const float*& out, int64_t& stride, bool is_k) const {
+                     float* buf, const float*& out, int64_t& stride) const {
     const T* first = AttentionParams<T>::row(base, lay, p_.shape, false, br.b, j0, br.kvh);
-    if constexpr (std::is_same_v<T, float>) {
-      (void)buf, (void)dim, (void)is_k;
-      out = first;
-      stride = lay.row_stride;
-    } else {
-      (void)is_k;
-      for (int64_t jj = 0; jj < n; ++jj) to_float_row(first + jj * lay.row_stride, buf + jj * dim, dim);
-      out = buf;
-      stride = dim;
-    }
+    for (int64_t jj = 0; jj < n; ++jj) to_float_row(first + jj * lay.row_stride, buf + jj * dim, dim);
+    out = buf;
+    stride = dim;
+  }
+
+  // Rows of one head are strided by whole pages (Hkv * D * sizeof(T) is
+  // often 4 KiB), and hardware prefetchers stop at page boundaries, so each
+  // row would be a cold miss. Ask for the next tile while computing this one.
+  void prefetch_tile(const BlockRows& br, int64_t j0, int64_t n) const {
+    prefetch_rows(p_.k, p_.k_layout, br, j0, n, p_.shape.head_dim);
+    prefetch_rows(p_.v, p_.v_layout, br, j0, n, p_.shape.v_head_dim);
+  }
+  void prefetch_rows(const T* base, const SeqLayout& lay, const BlockRows& br, int64_t j0, int64_t n,
+                     int64_t dim) const {
+    const char* first =
+        reinterpret_cast<const char*>(AttentionParams<T>::row(base, lay, p_.shape, false, br.b, j0, br.kvh));
+    const int64_t bytes = dim * static_cast<int64_t>(sizeof(T)),
+                  stride = lay.row_stride * static_cast<int64_t>(sizeof(T));
+    for (int64_t jj = 0; jj < n; ++jj)
+      for (int64_t off = 0; off < bytes; off += 64) __builtin_prefetch(first + jj * stride + off, 0, 3);
   }
 
   TileKind classify(const BlockRows& br, int64_t j0, int64_t j1) const {
     bool all_full = true, all_empty = true;
-    for (int64_t hg = 0; hg < br.heads; ++hg) {
-      const TileKind k = mask_.classify(s_.ctx[hg], br.i0, br.i0 + br.tq, j0, j1);
+    for (int64_t hg = 0; hg < br.h_hi - br.h_lo; ++hg) {
+      const TileKind k = mask_.classify(s_.ctx[hg], br.i_lo, br.i_hi, j0, j1);
       if (k == TileKind::Partial) return TileKind::Partial;
       all_full = all_full && k == TileKind::Full;
       all_empty = all_empty && k == TileKind::Empty;
@@ -180,8 +221,7 @@ class BlockRunner {
     float* dist0 = slope + M;
     for (int64_t r = 0; r < M; ++r) {
       const bool ok = r < br.valid();
-      const int64_t h = br.h0 + (ok ? s_.lane_head[r] : 0);
-      slope[r] = (ok && p_.alibi_slopes) ? p_.alibi_slopes[h] : 0.0f;
+      slope[r] = (ok && p_.alibi_slopes) ? p_.alibi_slopes[br.head[r]] : 0.0f;
       // j - p(i) in int64 first: exact for any position, then one rounding.
       dist0[r] = ok ? static_cast<float>(j0 - s_.ctx[s_.lane_head[r]].pos(s_.lane_i[r])) : 0.0f;
     }

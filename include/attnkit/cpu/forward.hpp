@@ -51,7 +51,7 @@ void write_rows(const AttentionParams<T>& p, const BlockRows& br, const float* o
   const int64_t Dv = p.shape.v_head_dim;
   const float ninf = -std::numeric_limits<float>::infinity();
   for (int64_t r = 0; r < br.valid(); ++r) {
-    const int64_t h = br.h0 + r / br.tq, i = br.i0 + r % br.tq;
+    const int64_t h = br.head[r], i = br.query[r];
     T* out = p.out_row(br.b, i, h);
     const bool any = l[r] > 0.0f;
     float denom = l[r];
@@ -92,18 +92,15 @@ void prefill(const AttentionParams<T>& p, const Mask& mask, int threads) {
   const int64_t per_seq = s.kv_heads * t.head_chunks * t.q_blocks;
   // Query blocks in reverse so the long rows of causal masks start first.
   parallel_for<Worker<B, MV>>(s.batch * per_seq, threads, [&](int64_t item, Worker<B, MV>& w) {
-    BlockRows br;
-    br.b = item / per_seq;
+    const int64_t b = item / per_seq;
     int64_t rest = item % per_seq;
     const int64_t qb = t.q_blocks - 1 - rest % t.q_blocks;
     rest /= t.q_blocks;
-    br.kvh = rest / t.head_chunks;
-    br.heads = t.heads_per_block;
-    br.h0 = br.kvh * s.group() + (rest % t.head_chunks) * t.heads_per_block;
-    br.i0 = qb * t.tq;
-    const int64_t lq = s.q_len(br.b);
-    if (br.i0 >= lq) return;
-    br.tq = std::min(t.tq, lq - br.i0);
+    const int64_t kvh = rest / t.head_chunks;
+    const int64_t h0 = kvh * s.group() + (rest % t.head_chunks) * t.heads_per_block;
+    const int64_t i0 = qb * t.tq, lq = s.q_len(b);
+    if (i0 >= lq) return;
+    const BlockRows br = BlockRows::contiguous(b, kvh, h0, t.heads_per_block, i0, std::min(t.tq, lq - i0));
     Runner runner(p, mask, w.scratch);
     runner.run(br, 0, s.kv_len(br.b), BlockResult{w.m, w.l});
     write_rows<T, M>(p, br, runner.ot(), w.m, w.l);
@@ -127,17 +124,15 @@ void decode(const AttentionParams<T>& p, const Mask& mask, int threads) {
   std::vector<float> part_lse(static_cast<size_t>(blocks * splits * M), -std::numeric_limits<float>::infinity());
 
   auto block_rows = [&](int64_t blk, BlockRows& br) {
-    br.b = blk / blocks_per_seq;
+    const int64_t b = blk / blocks_per_seq;
     int64_t rest = blk % blocks_per_seq;
     const int64_t qb = rest % t.q_blocks;
     rest /= t.q_blocks;
-    br.kvh = rest / t.head_chunks;
-    br.heads = t.heads_per_block;
-    br.h0 = br.kvh * s.group() + (rest % t.head_chunks) * t.heads_per_block;
-    br.i0 = qb * t.tq;
-    const int64_t lq = s.q_len(br.b);
-    if (br.i0 >= lq) return false;
-    br.tq = std::min(t.tq, lq - br.i0);
+    const int64_t kvh = rest / t.head_chunks;
+    const int64_t h0 = kvh * s.group() + (rest % t.head_chunks) * t.heads_per_block;
+    const int64_t i0 = qb * t.tq, lq = s.q_len(b);
+    if (i0 >= lq) return false;
+    br = BlockRows::contiguous(b, kvh, h0, t.heads_per_block, i0, std::min(t.tq, lq - i0));
     return true;
   };
 
@@ -166,7 +161,7 @@ void decode(const AttentionParams<T>& p, const Mask& mask, int threads) {
     if (!block_rows(blk, br)) return;
     row.resize(static_cast<size_t>(Dv));
     for (int64_t r = 0; r < br.valid(); ++r) {
-      const int64_t h = br.h0 + r / br.tq, i = br.i0 + r % br.tq;
+      const int64_t h = br.head[r], i = br.query[r];
       const float* po = &part_out[static_cast<size_t>((blk * splits * M + r) * Dv)];
       const float* pl = &part_lse[static_cast<size_t>(blk * splits * M + r)];
       const float lse = ::attnkit::detail::merge_rows(po, M * Dv, pl, M, splits, Dv, row.data());
