@@ -1,0 +1,135 @@
+// The CUDA side of attnkit::attention (the contract with attention.hpp):
+//   on_device(q, k, v, out)        where the data lives (mixed = Error)
+//   attention_forward(p, mask, o)  validate for the GPU, pick the head-dim
+//                                  instantiation, launch on o.cuda_stream.
+// Device calls take device (or managed) pointers for everything the kernel
+// reads: lengths, cu_seqlens, lse, ALiBi slopes, sink logits, mask arrays.
+// Storage must be fp16 or bf16 (fp32 on the GPU is a clear Error: convert,
+// or run it on the host). Head dims 64, 96, 128, 256 with Dv == D.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <string>
+#include <type_traits>
+
+#include "attnkit/core/error.hpp"
+#include "attnkit/core/options.hpp"
+#include "attnkit/core/params.hpp"
+#include "attnkit/cuda/check.cuh"
+#include "attnkit/cuda/launch.cuh"
+
+namespace attnkit::cuda {
+
+namespace detail {
+
+enum class Where { Host, Device, Unknown };
+
+// Device and managed memory run on the GPU; pageable and pinned host memory
+// on the CPU. With no usable CUDA device everything is host.
+inline Where where(const void* ptr) {
+  cudaPointerAttributes attr{};
+  const cudaError_t e = cudaPointerGetAttributes(&attr, ptr);
+  if (e != cudaSuccess) {
+    (void)cudaGetLastError();
+    return Where::Host;
+  }
+  return (attr.type == cudaMemoryTypeDevice || attr.type == cudaMemoryTypeManaged) ? Where::Device : Where::Host;
+}
+inline const char* name(Where w) { return w == Where::Device ? "device" : "host"; }
+
+// An optional array the kernel dereferences must be device-accessible.
+inline void require_device_ptr(const void* ptr, const char* what) {
+  if (ptr && where(ptr) != Where::Device)
+    attnkit::detail::fail(attnkit::detail::concat(
+        what, " is a host pointer but the tensors are on the GPU; pass device (or managed) memory"));
+}
+
+inline void require_aligned(const void* ptr, const SeqLayout& l, const char* name, bool varlen) {
+  const auto addr = reinterpret_cast<uintptr_t>(ptr);
+  if (addr % 16 != 0)
+    attnkit::detail::fail(attnkit::detail::concat(name, ".data must be 16-byte aligned on the GPU (16-byte loads)"));
+  auto check_stride = [&](int64_t st, const char* dim) {
+    if (st % 8 != 0)
+      attnkit::detail::fail_arg(attnkit::detail::concat(name, ".", dim, "_stride").c_str(), st,
+                                "must be a multiple of 8 elements on the GPU (16-byte loads)");
+  };
+  if (!varlen) check_stride(l.batch_stride, "batch");
+  check_stride(l.row_stride, "row");
+  check_stride(l.head_stride, "head");
+}
+
+}  // namespace detail
+
+// True when q, k, v and out are all device (or managed) memory, false when
+// all are host memory; anything in between is an Error naming each placement.
+inline bool on_device(const void* q, const void* k, const void* v, const void* out) {
+  using detail::Where;
+  const Where w[4] = {detail::where(q), detail::where(k), detail::where(v), detail::where(out)};
+  if (w[0] == w[1] && w[1] == w[2] && w[2] == w[3]) return w[0] == Where::Device;
+  attnkit::detail::fail(attnkit::detail::concat(
+      "q, k, v and out must all be in device memory or all in host memory; q is ", detail::name(w[0]), ", k is ",
+      detail::name(w[1]), ", v is ", detail::name(w[2]), ", out is ", detail::name(w[3])));
+}
+
+// Everything the GPU path needs beyond make_params' checks, before any launch.
+template <class T>
+void check_gpu_problem(const AttentionParams<T>& p, const AttentionOptions& o) {
+  if constexpr (std::is_same_v<T, float>) {
+    (void)p, (void)o;
+    attnkit::detail::fail(
+        "float32 storage is not supported on the GPU (tensor-core kernels take f16/bf16); convert to attnkit::half "
+        "or attnkit::bfloat16, or run on host memory");
+  } else {
+    const ProblemShape& s = p.shape;
+    if (o.rope) attnkit::detail::fail("fused RoPE is not yet available on the GPU; rotate q and k before the call");
+    if (s.v_head_dim != s.head_dim)
+      attnkit::detail::fail_arg("v_head_dim", s.v_head_dim,
+                                attnkit::detail::concat("must equal head_dim (", s.head_dim, ") on the GPU"));
+    const int64_t D = s.head_dim;
+    if (D != 64 && D != 96 && D != 128 && D != 256)
+      attnkit::detail::fail_arg("head_dim", D, "must be 64, 96, 128 or 256 on the GPU");
+    attnkit::detail::require(s.batch <= 65535, "batch", s.batch, "must be <= 65535 on the GPU");
+    attnkit::detail::require(s.q_heads <= 65535, "num_q_heads", s.q_heads, "must be <= 65535 on the GPU");
+    detail::require_aligned(p.q, p.q_layout, "q", s.varlen());
+    detail::require_aligned(p.k, p.k_layout, "k", s.varlen());
+    detail::require_aligned(p.v, p.v_layout, "v", s.varlen());
+    detail::require_aligned(p.out, p.o_layout, "out", s.varlen());
+    detail::require_device_ptr(p.lse, "lse");
+    detail::require_device_ptr(p.alibi_slopes, "alibi_slopes");
+    detail::require_device_ptr(p.sink_logits, "sink_logits");
+    detail::require_device_ptr(s.q_lens, "q_lens");
+    detail::require_device_ptr(s.kv_lens, "kv_lens");
+    detail::require_device_ptr(s.cu_q, "cu_seqlens_q");
+    detail::require_device_ptr(s.cu_k, "cu_seqlens_k");
+  }
+}
+
+template <class T, class Mask>
+void attention_forward(const AttentionParams<T>& p, const Mask& mask, const AttentionOptions& o) {
+  check_gpu_problem(p, o);
+  if constexpr (!std::is_same_v<T, float>) {
+    const ProblemShape& s = p.shape;
+    if (s.batch == 0 || s.q_capacity == 0 || s.q_heads == 0) return;
+    const auto stream = static_cast<cudaStream_t>(o.cuda_stream);
+    switch (s.head_dim) {
+      case 64:
+        forward_hdim<64>(p, mask, stream);
+        break;
+      case 96:
+        forward_hdim<96>(p, mask, stream);
+        break;
+      case 128:
+        forward_hdim<128>(p, mask, stream);
+        break;
+      default:
+        forward_hdim<256>(p, mask, stream);
+        break;
+    }
+  } else {
+    (void)mask;
+  }
+}
+
+}  // namespace attnkit::cuda

@@ -1,0 +1,400 @@
+// The tensor-core flash-attention forward kernel (FlashAttention-2 design),
+// one template for prefill and split-KV decode:
+//
+//  * a CTA owns kBlockM "packed rows" of one (batch, head group); each warp
+//    owns 16 of them and keeps its Q fragments in registers (D <= 128);
+//  * K and V tiles of kBlockN keys stream through shared memory with cp.async:
+//    V[n] loads while S = Q K[n]^T is computed, K[next] while O += P V[n];
+//  * smem rows are padded by 16 bytes, so the 8 rows an ldmatrix phase reads
+//    fall in 8 distinct 16-byte bank groups (conflict-free for every head dim,
+//    where a 3-bit XOR swizzle would not fit D = 96);
+//  * online softmax in fp32 with exp2 and log2(e) folded into the scale;
+//  * the mask is a template functor: each key tile is classified first, empty
+//    tiles are never loaded, full tiles skip the per-element predicate.
+//
+// Packed rows: with group_pack = G > 1 (decode), packed row r is query row
+// r / G of query head h0 + r % G, so the G query heads of a GQA group share
+// every K/V tile a CTA loads. With G = 1 it is plain row r of one head.
+//
+// Split-KV: with num_splits > 1 the CTA covers key tiles
+// [split * tiles_per_split, ...) and writes an fp32 partial (out normalised by
+// its own sum, natural-log LSE without the sink) that merge_kernel.cuh folds.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "attnkit/core/params.hpp"
+#include "attnkit/cuda/mma.cuh"
+#include "attnkit/mask/tile.hpp"
+
+namespace attnkit::cuda {
+
+// Compile-time shape of one kernel instantiation.
+template <class T, int D_, int kWarps_, int kBlockN_>
+struct FwdConfig {
+  using Elem = T;
+  static constexpr int D = D_;
+  static constexpr int kWarps = kWarps_;
+  static constexpr int kThreads = 32 * kWarps;
+  static constexpr int kBlockM = 16 * kWarps;
+  static constexpr int kBlockN = kBlockN_;
+  static constexpr int kStride = D + 8;  // padded smem row, elements
+  // Q fragments cost D/4 registers per thread; past D = 128 they would push
+  // the accumulators into local memory, so D = 256 re-reads Q from smem.
+  static constexpr bool kQInRegs = D <= 128;
+  static constexpr int kChunksPerRow = D / 8;  // 16-byte chunks
+  static constexpr int kSmemQ = kBlockM * kStride * 2;
+  static constexpr int kSmemKV = kBlockN * kStride * 2;
+  static constexpr int kSmemBytes = kSmemQ + 2 * kSmemKV;
+  static_assert(D % 32 == 0 || D == 96, "head dim must be 64, 96, 128 or 256");
+  static_assert(kBlockN % 16 == 0, "key tile must be a multiple of 16");
+};
+
+// Everything a launch needs besides the mask (kernel parameters, by value).
+template <class T>
+struct FwdArgs {
+  AttentionParams<T> p;
+  float scale_log2 = 0.f;  // scale * log2(e)
+  int group_pack = 1;      // G: query heads per packed row block
+  int m_blocks = 1;        // packed row blocks per (batch, head group)
+  int num_splits = 1;      // key-range splits (1 = write out directly)
+  int64_t tiles_per_split = 0;
+  float* ws_out = nullptr;  // [splits, rows, Hq, D] fp32 partials
+  float* ws_lse = nullptr;  // [splits, rows, Hq]
+  int64_t ws_rows = 0;      // padded: B * Sq, varlen: total_q
+};
+
+namespace detail {
+
+constexpr float kLog2e = 1.4426950408889634f;
+constexpr float kLn2 = 0.6931471805599453f;
+
+__device__ __forceinline__ float neg_inf() { return -__int_as_float(0x7f800000); }
+
+// Valid length clamped to the capacity: device-resident lengths were never
+// seen by the host, and a bad one must not turn into an out-of-bounds access.
+__device__ __forceinline__ int64_t clamp_len(int64_t n, int64_t cap) { return n < 0 ? 0 : (n > cap ? cap : n); }
+
+// The tile classifier a CTA uses: rows [i0, i1) of every head it packs,
+// keys [j0, j1) clipped to the valid length. Sound for packed groups: the
+// union over heads is Empty/Full only if every head's tile is.
+template <class Mask>
+struct TileClassifier {
+  const Mask& mask;
+  SeqCtx ctx;  // head = first packed head
+  int group;
+  int64_t i0, i1, kv_len, block_n;
+
+  __device__ TileKind range(int64_t n0, int64_t n1) const {  // key tiles [n0, n1)
+    const int64_t j0 = n0 * block_n;
+    const int64_t j1 = n1 * block_n < kv_len ? n1 * block_n : kv_len;
+    SeqCtx c = ctx;
+    TileKind k = mask.classify(c, i0, i1, j0, j1);
+    for (int h = 1; h < group && k != TileKind::Partial; ++h) {
+      c.head = ctx.head + h;
+      const TileKind kh = mask.classify(c, i0, i1, j0, j1);
+      if (kh != k) k = TileKind::Partial;
+    }
+    return k;
+  }
+  // First tile in [lo, hi) that is not Empty, else hi. Spans of 32 tiles are
+  // ruled out with one call, so a long window/document scan stays short.
+  __device__ int64_t first_nonempty(int64_t lo, int64_t hi) const {
+    int64_t n = lo;
+    while (n < hi) {
+      const int64_t span = n + 32 < hi ? n + 32 : hi;
+      if (span - n > 1 && range(n, span) == TileKind::Empty) {
+        n = span;
+        continue;
+      }
+      for (; n < span; ++n)
+        if (range(n, n + 1) != TileKind::Empty) return n;
+    }
+    return hi;
+  }
+  // Last tile in [lo, hi) that is not Empty, else lo - 1.
+  __device__ int64_t last_nonempty(int64_t lo, int64_t hi) const {
+    int64_t n = hi;
+    while (n > lo) {
+      const int64_t span = n - 32 > lo ? n - 32 : lo;
+      if (n - span > 1 && range(span, n) == TileKind::Empty) {
+        n = span;
+        continue;
+      }
+      for (; n > span; --n)
+        if (range(n - 1, n) != TileKind::Empty) return n - 1;
+    }
+    return lo - 1;
+  }
+};
+
+}  // namespace detail
+
+template <class Cfg, class Mask>
+__global__ void __launch_bounds__(Cfg::kThreads)
+    flash_fwd_kernel(const FwdArgs<typename Cfg::Elem> a, const Mask mask) {
+  using T = typename Cfg::Elem;
+  using Ops = detail::MmaOps<T>;
+  constexpr int D = Cfg::D, kBlockM = Cfg::kBlockM, kBlockN = Cfg::kBlockN, kStride = Cfg::kStride;
+  constexpr int kThreads = Cfg::kThreads;
+  constexpr int kNS = kBlockN / 8;  // 8-key column blocks of S
+  constexpr int kNO = D / 8;        // 8-wide column blocks of O
+
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  T* sQ = reinterpret_cast<T*>(smem_raw);
+  T* sK = reinterpret_cast<T*>(smem_raw + Cfg::kSmemQ);
+  T* sV = reinterpret_cast<T*>(smem_raw + Cfg::kSmemQ + Cfg::kSmemKV);
+
+  const AttentionParams<T>& p = a.p;
+  const ProblemShape& s = p.shape;
+  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
+  const int g = lane >> 2, t = lane & 3;
+
+  // Heavier row blocks (causal: the last ones) first.
+  const int mb = a.m_blocks - 1 - static_cast<int>(blockIdx.x % a.m_blocks);
+  const int split = static_cast<int>(blockIdx.x / a.m_blocks);
+  const int G = a.group_pack;
+  const int64_t b = blockIdx.z;
+  const int64_t h0 = static_cast<int64_t>(blockIdx.y) * G;  // first query head of the CTA
+  const int64_t hk = s.kv_head_of(h0);
+
+  const int64_t q_len = detail::clamp_len(s.q_len(b), s.q_capacity);
+  const int64_t kv_len = detail::clamp_len(s.kv_len(b), s.kv_capacity);
+  const int64_t row_limit = s.varlen() ? q_len : s.q_capacity;  // rows this call must write
+  const int64_t r0 = static_cast<int64_t>(mb) * kBlockM;        // first packed row
+  if (r0 >= row_limit * G) return;
+
+  const SeqCtx ctx0 = SeqCtx::make(b, h0, q_len, kv_len, s.alignment);
+
+  // This thread's two rows (g and g + 8 of its warp's 16).
+  int64_t row_i[2], row_h[2];
+  bool row_ok[2];
+#pragma unroll
+  for (int rr = 0; rr < 2; ++rr) {
+    const int64_t r = r0 + warp * 16 + g + rr * 8;
+    row_i[rr] = r / G;
+    row_h[rr] = h0 + r % G;
+    row_ok[rr] = row_i[rr] < q_len;
+  }
+
+  // Key tiles to visit: the split's range, trimmed to the mask's non-empty span.
+  const int64_t i_lo = r0 / G;
+  const int64_t i_hi = (r0 + kBlockM - 1) / G + 1 < q_len ? (r0 + kBlockM - 1) / G + 1 : q_len;
+  const int64_t n_tiles = (kv_len + kBlockN - 1) / kBlockN;
+  int64_t n_lo = 0, n_hi = n_tiles;
+  if (a.num_splits > 1) {
+    n_lo = split * a.tiles_per_split;
+    n_hi = n_lo + a.tiles_per_split < n_tiles ? n_lo + a.tiles_per_split : n_tiles;
+  }
+  const detail::TileClassifier<Mask> cls{mask, ctx0, G, i_lo, i_hi, kv_len, kBlockN};
+  int64_t n_first = n_hi, n_last = n_lo - 1;
+  if (i_lo < i_hi && n_lo < n_hi) {
+    n_first = cls.first_nonempty(n_lo, n_hi);
+    if (n_first < n_hi) n_last = cls.last_nonempty(n_first, n_hi);
+  }
+
+  // Per-row constants of the logit transform.
+  const bool softcap = p.softcap > 0.f;
+  const float cap_inv_scale = softcap ? p.scale / p.softcap : 0.f;
+  const float cap_log2 = p.softcap * detail::kLog2e;
+  float slope_log2[2] = {0.f, 0.f};
+  int64_t row_pos[2];
+  SeqCtx row_ctx[2];
+#pragma unroll
+  for (int rr = 0; rr < 2; ++rr) {
+    row_pos[rr] = ctx0.pos(row_i[rr]);
+    row_ctx[rr] = ctx0;
+    row_ctx[rr].head = row_h[rr];
+    if (p.alibi_slopes && row_ok[rr]) slope_log2[rr] = p.alibi_slopes[row_h[rr]] * detail::kLog2e;
+  }
+
+  const int64_t kv_start = s.kv_start(b);
+  const T* k_base = p.k + (s.varlen() ? 0 : b * p.k_layout.batch_stride) + kv_start * p.k_layout.row_stride +
+                    hk * p.k_layout.head_stride;
+  const T* v_base = p.v + (s.varlen() ? 0 : b * p.v_layout.batch_stride) + kv_start * p.v_layout.row_stride +
+                    hk * p.v_layout.head_stride;
+
+  auto load_kv = [&](T* dst, const T* base, int64_t row_stride, int64_t n) {
+    const int64_t j0 = n * kBlockN;
+#pragma unroll 4
+    for (int c = tid; c < kBlockN * Cfg::kChunksPerRow; c += kThreads) {
+      const int r = c / Cfg::kChunksPerRow, col = (c % Cfg::kChunksPerRow) * 8;
+      const bool ok = j0 + r < kv_len;
+      const T* src = ok ? base + (j0 + r) * row_stride + col : base;
+      detail::cp_async_16(dst + r * kStride + col, src, ok);
+    }
+  };
+
+  float o[kNO][4];
+#pragma unroll
+  for (int i = 0; i < kNO; ++i) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.f;
+  float row_max[2] = {detail::neg_inf(), detail::neg_inf()};
+  float row_sum[2] = {0.f, 0.f};
+
+  if (n_first <= n_last) {
+    // Q rows (zero past q_len) and the first K tile.
+    const int64_t q_start = s.q_start(b);
+    const T* q_base = p.q + (s.varlen() ? 0 : b * p.q_layout.batch_stride) + q_start * p.q_layout.row_stride;
+    for (int c = tid; c < kBlockM * Cfg::kChunksPerRow; c += kThreads) {
+      const int r = c / Cfg::kChunksPerRow, col = (c % Cfg::kChunksPerRow) * 8;
+      const int64_t pr = r0 + r, i = pr / G, h = h0 + pr % G;
+      const bool ok = i < q_len;
+      const T* src = ok ? q_base + i * p.q_layout.row_stride + h * p.q_layout.head_stride + col : p.q;
+      detail::cp_async_16(sQ + r * kStride + col, src, ok);
+    }
+    load_kv(sK, k_base, p.k_layout.row_stride, n_first);
+    detail::cp_async_commit();
+
+    uint32_t qf[Cfg::kQInRegs ? D / 16 : 1][4];
+    const T* q_warp = sQ + (warp * 16 + (lane % 16)) * kStride + (lane / 16) * 8;
+
+    for (int64_t n = n_first; n <= n_last;) {
+      const TileKind kind = cls.range(n, n + 1);
+      detail::cp_async_wait<0>();
+      __syncthreads();  // K[n] (and Q) visible; every warp is done with V of the last tile
+      if (n == n_first && Cfg::kQInRegs) {
+#pragma unroll
+        for (int kk = 0; kk < (Cfg::kQInRegs ? D / 16 : 1); ++kk) detail::ldmatrix_x4(qf[kk], q_warp + kk * 16);
+      }
+      load_kv(sV, v_base, p.v_layout.row_stride, n);
+      detail::cp_async_commit();
+
+      // S = Q K^T for this warp's 16 rows x kBlockN keys.
+      float sc[kNS][4];
+#pragma unroll
+      for (int i = 0; i < kNS; ++i) sc[i][0] = sc[i][1] = sc[i][2] = sc[i][3] = 0.f;
+#pragma unroll
+      for (int kk = 0; kk < D / 16; ++kk) {
+        uint32_t af[4];
+        if constexpr (Cfg::kQInRegs) {
+#pragma unroll
+          for (int x = 0; x < 4; ++x) af[x] = qf[kk][x];
+        } else {
+          detail::ldmatrix_x4(af, q_warp + kk * 16);
+        }
+#pragma unroll
+        for (int nb = 0; nb < kNS; nb += 2) {
+          uint32_t bf[4];
+          detail::ldmatrix_x4(bf,
+                              sK + (nb * 8 + (lane % 8) + 8 * (lane / 16)) * kStride + kk * 16 + 8 * ((lane / 8) % 2));
+          Ops::mma(sc[nb], af, bf[0], bf[1]);
+          Ops::mma(sc[nb + 1], af, bf[2], bf[3]);
+        }
+      }
+
+      // Logits in log2 units, then the mask.
+      const int64_t j_tile = n * kBlockN;
+      const bool need_check = kind != TileKind::Full || j_tile + kBlockN > kv_len;
+#pragma unroll
+      for (int nb = 0; nb < kNS; ++nb) {
+#pragma unroll
+        for (int c = 0; c < 4; ++c) {
+          const int rr = c >> 1;
+          const int64_t j = j_tile + nb * 8 + 2 * t + (c & 1);
+          float x = sc[nb][c];
+          if (softcap) {
+            x = cap_log2 * tanhf(x * cap_inv_scale);
+          } else {
+            x *= a.scale_log2;
+          }
+          if (p.alibi_slopes) x += slope_log2[rr] * static_cast<float>(j - row_pos[rr]);
+          if (need_check) {
+            const bool ok = j < kv_len && row_ok[rr] && (kind == TileKind::Full || mask(row_ctx[rr], row_i[rr], j));
+            if (!ok) x = detail::neg_inf();
+          }
+          sc[nb][c] = x;
+        }
+      }
+
+      // Online softmax: new running max, rescale what is accumulated.
+#pragma unroll
+      for (int rr = 0; rr < 2; ++rr) {
+        float mx = row_max[rr];
+#pragma unroll
+        for (int nb = 0; nb < kNS; ++nb) mx = fmaxf(mx, fmaxf(sc[nb][2 * rr], sc[nb][2 * rr + 1]));
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+        const float m_use = mx == detail::neg_inf() ? 0.f : mx;  // all masked so far: keep zeros
+        const float corr = detail::exp2_approx(row_max[rr] - m_use);
+        row_max[rr] = mx;
+        float sum = 0.f;
+#pragma unroll
+        for (int nb = 0; nb < kNS; ++nb) {
+          sc[nb][2 * rr] = detail::exp2_approx(sc[nb][2 * rr] - m_use);
+          sc[nb][2 * rr + 1] = detail::exp2_approx(sc[nb][2 * rr + 1] - m_use);
+          sum += sc[nb][2 * rr] + sc[nb][2 * rr + 1];
+        }
+        row_sum[rr] = row_sum[rr] * corr + sum;
+#pragma unroll
+        for (int nd = 0; nd < kNO; ++nd) {
+          o[nd][2 * rr] *= corr;
+          o[nd][2 * rr + 1] *= corr;
+        }
+      }
+
+      // Next non-empty tile; its K loads while P V runs.
+      const int64_t n_next = n < n_last ? cls.first_nonempty(n + 1, n_last + 1) : n_last + 1;
+      detail::cp_async_wait<0>();
+      __syncthreads();  // V[n] visible; every warp is done with K[n]
+      if (n_next <= n_last) {
+        load_kv(sK, k_base, p.k_layout.row_stride, n_next);
+        detail::cp_async_commit();
+      }
+
+      // O += P V: two S column blocks form one A fragment of P.
+#pragma unroll
+      for (int kc = 0; kc < kBlockN / 16; ++kc) {
+        uint32_t pf[4];
+        pf[0] = Ops::pack(sc[2 * kc][0], sc[2 * kc][1]);
+        pf[1] = Ops::pack(sc[2 * kc][2], sc[2 * kc][3]);
+        pf[2] = Ops::pack(sc[2 * kc + 1][0], sc[2 * kc + 1][1]);
+        pf[3] = Ops::pack(sc[2 * kc + 1][2], sc[2 * kc + 1][3]);
+#pragma unroll
+        for (int nd = 0; nd < kNO; nd += 2) {
+          uint32_t bf[4];
+          detail::ldmatrix_x4_trans(
+              bf, sV + (kc * 16 + (lane % 8) + 8 * ((lane / 8) % 2)) * kStride + nd * 8 + 8 * (lane / 16));
+          Ops::mma(o[nd], pf, bf[0], bf[1]);
+          Ops::mma(o[nd + 1], pf, bf[2], bf[3]);
+        }
+      }
+      n = n_next;
+    }
+  }
+
+  // Epilogue: finish the row sums across the quad, normalise, write.
+  const bool split_out = a.num_splits > 1;
+#pragma unroll
+  for (int rr = 0; rr < 2; ++rr) {
+    float l = row_sum[rr];
+    l += __shfl_xor_sync(0xffffffffu, l, 1);
+    l += __shfl_xor_sync(0xffffffffu, l, 2);
+    const int64_t i = row_i[rr], h = row_h[rr];
+    if (i >= row_limit) continue;
+    const bool empty = !row_ok[rr] || row_max[rr] == detail::neg_inf() || !(l > 0.f);
+    const float lse = empty ? detail::neg_inf() : (row_max[rr] + __log2f(l)) * detail::kLn2;
+    if (split_out) {
+      const int64_t grow = s.varlen() ? s.q_start(b) + i : b * s.q_capacity + i;
+      const int64_t idx = (split * a.ws_rows + grow) * s.q_heads + h;
+      const float inv = empty ? 0.f : 1.f / l;
+      float* dst = a.ws_out + idx * D;
+#pragma unroll
+      for (int nd = 0; nd < kNO; ++nd)
+        *reinterpret_cast<float2*>(dst + nd * 8 + 2 * t) = make_float2(o[nd][2 * rr] * inv, o[nd][2 * rr + 1] * inv);
+      if (t == 0) a.ws_lse[idx] = lse;
+    } else {
+      float denom = l;
+      if (p.sink_logits && !empty) denom += detail::exp2_approx(p.sink_logits[h] * detail::kLog2e - row_max[rr]);
+      const float inv = empty ? 0.f : 1.f / denom;
+      T* dst = p.out_row(b, i, h);
+#pragma unroll
+      for (int nd = 0; nd < kNO; ++nd)
+        *reinterpret_cast<uint32_t*>(dst + nd * 8 + 2 * t) = Ops::pack(o[nd][2 * rr] * inv, o[nd][2 * rr + 1] * inv);
+      if (t == 0 && p.lse) *p.lse_ptr(b, i, h) = lse;
+    }
+  }
+}
+
+}  // namespace attnkit::cuda

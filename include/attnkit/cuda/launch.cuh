@@ -1,0 +1,128 @@
+// Host side of one forward call: pick the kernel configuration (prefill or
+// split-KV decode), size the grid, allocate split workspace on the stream,
+// launch, check. Head dim and mask are already compile-time here.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdint>
+
+#include "attnkit/core/error.hpp"
+#include "attnkit/core/params.hpp"
+#include "attnkit/cuda/check.cuh"
+#include "attnkit/cuda/forward_kernel.cuh"
+#include "attnkit/cuda/merge_kernel.cuh"
+
+namespace attnkit::cuda {
+
+// Kernel configurations per head dim. Prefill: 4 warps x 16 rows, 64-key
+// tiles (32 at D = 256, where O alone is 128 registers a thread). Decode:
+// one warp per CTA, 16 packed rows (a GQA group's heads x up to 16 queries),
+// many CTAs over key splits so the whole chip streams K/V.
+template <class T, int D>
+struct Configs {
+  using Prefill = FwdConfig<T, D, 4, (D > 128 ? 32 : 64)>;
+  using Decode = FwdConfig<T, D, 1, (D > 128 ? 32 : 64)>;
+};
+
+// Queries per sequence up to which the decode path (GQA packing + split-KV) runs.
+inline constexpr int64_t kDecodeMaxQueries = 16;
+
+namespace detail {
+
+struct DeviceInfo {
+  int sms = 132;
+};
+inline DeviceInfo device_info() {
+  int dev = 0;
+  check(cudaGetDevice(&dev), "cudaGetDevice");
+  static thread_local int cached_dev = -1;
+  static thread_local DeviceInfo info;
+  if (cached_dev != dev) {
+    check(cudaDeviceGetAttribute(&info.sms, cudaDevAttrMultiProcessorCount, dev), "cudaDeviceGetAttribute");
+    cached_dev = dev;
+  }
+  return info;
+}
+
+// Raise the dynamic shared-memory limit once per instantiation and device.
+template <class Kernel>
+void allow_smem(Kernel k, int bytes) {
+  if (bytes <= 48 * 1024) return;
+  int dev = 0;
+  check(cudaGetDevice(&dev), "cudaGetDevice");
+  static thread_local unsigned done = 0;  // bit per device
+  if (dev < 32 && (done >> dev) & 1u) return;
+  check(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes), "cudaFuncSetAttribute");
+  if (dev < 32) done |= 1u << dev;
+}
+
+template <class Cfg, class Mask>
+void launch_fwd(FwdArgs<typename Cfg::Elem>& a, const Mask& mask, cudaStream_t stream) {
+  using T = typename Cfg::Elem;
+  const ProblemShape& s = a.p.shape;
+  const int64_t rows = s.q_capacity * a.group_pack;
+  a.m_blocks = static_cast<int>((rows + Cfg::kBlockM - 1) / Cfg::kBlockM);
+  const int64_t head_groups = s.q_heads / a.group_pack;
+  if (a.num_splits > 1) {
+    a.ws_rows = s.varlen() ? s.total_q : s.batch * s.q_capacity;
+    const size_t n = static_cast<size_t>(a.num_splits) * a.ws_rows * s.q_heads;
+    void* ws = nullptr;
+    check(cudaMallocAsync(&ws, n * (Cfg::D + 1) * sizeof(float), stream), "cudaMallocAsync (split-KV workspace)");
+    a.ws_out = static_cast<float*>(ws);
+    a.ws_lse = a.ws_out + n * Cfg::D;
+  }
+  auto kernel = flash_fwd_kernel<Cfg, Mask>;
+  allow_smem(kernel, Cfg::kSmemBytes);
+  const dim3 grid(static_cast<unsigned>(a.m_blocks * a.num_splits), static_cast<unsigned>(head_groups),
+                  static_cast<unsigned>(s.batch));
+  kernel<<<grid, Cfg::kThreads, Cfg::kSmemBytes, stream>>>(a, mask);
+  check_launch("flash_fwd_kernel");
+  if (a.num_splits > 1) {
+    const int64_t warps = s.q_capacity * s.q_heads;
+    const dim3 mgrid(static_cast<unsigned>((warps + kMergeWarps - 1) / kMergeWarps), static_cast<unsigned>(s.batch));
+    merge_splits_kernel<T><<<mgrid, 32 * kMergeWarps, 0, stream>>>(a);
+    check_launch("merge_splits_kernel");
+    check(cudaFreeAsync(a.ws_out, stream), "cudaFreeAsync (split-KV workspace)");
+  }
+}
+
+// Splits so that the decode grid covers the chip several times over (a
+// one-warp CTA streams one K/V tile at a time; ~8 resident per SM).
+inline int plan_splits(int64_t work_units, int64_t kv_capacity, int block_n, int sms, int64_t* tiles_per_split) {
+  const int64_t n_tiles = std::max<int64_t>(1, (kv_capacity + block_n - 1) / block_n);
+  const int64_t target = static_cast<int64_t>(sms) * 8;
+  int64_t splits = std::min<int64_t>(n_tiles, std::max<int64_t>(1, (target + work_units - 1) / work_units));
+  splits = std::min<int64_t>(splits, 4096);
+  const int64_t tps = (n_tiles + splits - 1) / splits;
+  *tiles_per_split = tps;
+  return static_cast<int>((n_tiles + tps - 1) / tps);
+}
+
+}  // namespace detail
+
+// Runs one forward call with head dim D (== Dv) fixed at compile time.
+template <int D, class T, class Mask>
+void forward_hdim(const AttentionParams<T>& p, const Mask& mask, cudaStream_t stream) {
+  constexpr float kLog2e = 1.4426950408889634f;
+  FwdArgs<T> a;
+  a.p = p;
+  a.scale_log2 = p.scale * kLog2e;
+  const ProblemShape& s = p.shape;
+  if (s.batch == 0 || s.q_capacity == 0 || s.q_heads == 0) return;
+  if (s.q_capacity <= kDecodeMaxQueries) {
+    using Cfg = typename Configs<T, D>::Decode;
+    a.group_pack = static_cast<int>(s.group());
+    const int64_t m_blocks = (s.q_capacity * a.group_pack + Cfg::kBlockM - 1) / Cfg::kBlockM;
+    const int64_t units = s.batch * s.kv_heads * m_blocks;
+    a.num_splits =
+        detail::plan_splits(units, s.kv_capacity, Cfg::kBlockN, detail::device_info().sms, &a.tiles_per_split);
+    detail::launch_fwd<Cfg>(a, mask, stream);
+  } else {
+    using Cfg = typename Configs<T, D>::Prefill;
+    detail::launch_fwd<Cfg>(a, mask, stream);
+  }
+}
+
+}  // namespace attnkit::cuda

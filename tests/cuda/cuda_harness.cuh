@@ -1,0 +1,200 @@
+// One GPU test case end to end: random inputs (fresh seed), upload, poison the
+// outputs, run the CUDA kernel, download, and compare with the fp64 reference
+// under the same-dtype rule (DESIGN §9): error <= 2x that of a same-dtype naive
+// implementation. Every output element and LSE entry must have been written.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <attnkit/cuda/cuda.hpp>
+#include <cstring>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "support/test_util.hpp"
+
+namespace attnkit_cuda_test {
+
+using namespace attnkit;
+using namespace attnkit_test;
+
+inline void cuda_ok(cudaError_t e) {
+  if (e != cudaSuccess) FAIL("CUDA error: " << cudaGetErrorString(e));
+}
+
+template <class T>
+struct DevBuf {
+  T* ptr = nullptr;
+  size_t n = 0;
+  explicit DevBuf(size_t count) : n(count) { cuda_ok(cudaMalloc(&ptr, (count ? count : 1) * sizeof(T))); }
+  DevBuf(const std::vector<T>& h) : DevBuf(h.size()) { upload(h); }
+  ~DevBuf() { cudaFree(ptr); }
+  DevBuf(const DevBuf&) = delete;
+  DevBuf& operator=(const DevBuf&) = delete;
+  void upload(const std::vector<T>& h) {
+    cuda_ok(cudaMemcpy(ptr, h.data(), h.size() * sizeof(T), cudaMemcpyHostToDevice));
+  }
+  std::vector<T> download() const {
+    std::vector<T> h(n);
+    cuda_ok(cudaMemcpy(h.data(), ptr, n * sizeof(T), cudaMemcpyDeviceToHost));
+    return h;
+  }
+  void poison() { cuda_ok(cudaMemset(ptr, 0xff, n * sizeof(T))); }  // all-ones: NaN in f16, bf16 and f32
+};
+
+// One problem. Padded unless `seq_q` is set (varlen, lengths per sequence).
+struct Case {
+  int64_t B = 1, Sq = 1, Sk = 1, Hq = 1, Hkv = 1, D = 128;
+  Alignment align = Alignment::BottomRight;
+  std::vector<int32_t> q_lens, kv_lens;  // padded lengths (empty = full)
+  std::vector<int32_t> seq_q, seq_k;     // varlen lengths (empty = padded)
+  float softcap = 0.f;
+  bool alibi = false, sink = false;
+  cudaStream_t stream = nullptr;
+  bool varlen() const { return !seq_q.empty(); }
+};
+
+struct Outcome {
+  double err = 0, naive_err = 0, lse_err = 0;
+  bool out_written = false, lse_written = false;
+};
+
+// How the GPU is called: through the public dispatch (all head dims) or one
+// head-dim instantiation (keeps the test binary's template count down).
+enum class Entry { Dispatch, Hdim };
+
+template <class T, int D, class MaskH, class MaskD>
+Outcome run_case(const Case& c, const MaskH& mask_host, const MaskD& mask_dev, Entry entry = Entry::Hdim) {
+  const uint64_t seed = fresh_seed();
+  INFO("seed " << seed << " B=" << c.B << " Sq=" << c.Sq << " Sk=" << c.Sk << " Hq=" << c.Hq << " Hkv=" << c.Hkv
+               << " D=" << c.D);
+  std::mt19937_64 rng(seed);
+  REQUIRE(c.D == D);
+
+  int64_t rows_q, rows_k;
+  std::vector<int32_t> cu_q, cu_k;
+  if (c.varlen()) {
+    cu_q = {0};
+    cu_k = {0};
+    for (size_t b = 0; b < c.seq_q.size(); ++b) {
+      cu_q.push_back(cu_q.back() + c.seq_q[b]);
+      cu_k.push_back(cu_k.back() + c.seq_k[b]);
+    }
+    rows_q = cu_q.back();
+    rows_k = cu_k.back();
+  } else {
+    rows_q = c.B * c.Sq;
+    rows_k = c.B * c.Sk;
+  }
+  const auto hq = random_vector<T>(static_cast<size_t>(rows_q * c.Hq * D), rng);
+  const auto hk = random_vector<T>(static_cast<size_t>(rows_k * c.Hkv * D), rng);
+  const auto hv = random_vector<T>(static_cast<size_t>(rows_k * c.Hkv * D), rng);
+  std::vector<float> slopes, sinks;
+  for (int64_t h = 0; h < c.Hq; ++h) {
+    slopes.push_back(std::pow(2.0f, -8.0f * static_cast<float>(h + 1) / static_cast<float>(c.Hq)));
+    sinks.push_back(std::uniform_real_distribution<float>(-1.f, 3.f)(rng));
+  }
+
+  AttentionOptions oh;
+  oh.alignment = c.align;
+  oh.softcap = c.softcap;
+  if (c.alibi) oh.alibi_slopes = slopes.data();
+  if (c.sink) oh.sink_logits = sinks.data();
+  if (!c.q_lens.empty()) oh.q_lens = c.q_lens.data();
+  if (!c.kv_lens.empty()) oh.kv_lens = c.kv_lens.data();
+
+  DevBuf<T> dq(hq), dk(hk), dv(hv), dout(static_cast<size_t>(rows_q * c.Hq * D));
+  const size_t lse_n = static_cast<size_t>(c.varlen() ? c.Hq * rows_q : c.B * c.Hq * c.Sq);
+  DevBuf<float> dlse(lse_n), dslopes(slopes), dsinks(sinks);
+  DevBuf<int32_t> dql(c.q_lens.empty() ? std::vector<int32_t>{0} : c.q_lens);
+  DevBuf<int32_t> dkl(c.kv_lens.empty() ? std::vector<int32_t>{0} : c.kv_lens);
+  DevBuf<int32_t> dcq(cu_q.empty() ? std::vector<int32_t>{0} : cu_q),
+      dck(cu_k.empty() ? std::vector<int32_t>{0} : cu_k);
+  dout.poison();
+  dlse.poison();
+
+  AttentionOptions od = oh;
+  od.lse = dlse.ptr;
+  od.alibi_slopes = c.alibi ? dslopes.ptr : nullptr;
+  od.sink_logits = c.sink ? dsinks.ptr : nullptr;
+  od.q_lens = c.q_lens.empty() ? nullptr : dql.ptr;
+  od.kv_lens = c.kv_lens.empty() ? nullptr : dkl.ptr;
+  od.cuda_stream = c.stream;
+
+  ReferenceOutput ref;
+  std::vector<T> naive;
+  auto run_gpu = [&](const AttentionParams<T>& p) {
+    if (entry == Entry::Dispatch) {
+      cuda::attention_forward(p, mask_dev, od);
+    } else {
+      cuda::check_gpu_problem(p, od);
+      cuda::forward_hdim<D>(p, mask_dev, static_cast<cudaStream_t>(od.cuda_stream));
+    }
+    cuda_ok(cudaStreamSynchronize(c.stream));
+  };
+
+  if (c.varlen()) {
+    const int64_t B = static_cast<int64_t>(c.seq_q.size());
+    int64_t mq = 0, mk = 0;
+    for (size_t b = 0; b < c.seq_q.size(); ++b) {
+      mq = std::max<int64_t>(mq, c.seq_q[b]);
+      mk = std::max<int64_t>(mk, c.seq_k[b]);
+    }
+    const Tensor3<const T> q(hq.data(), {rows_q, c.Hq, D}), k(hk.data(), {rows_k, c.Hkv, D}),
+        v(hv.data(), {rows_k, c.Hkv, D});
+    VarlenSeqs sh{cu_q.data(), cu_k.data(), B, 0, 0};
+    VarlenSeqs sd{dcq.ptr, dck.ptr, B, mq, mk};
+    const Tensor3<const T> q_d(dq.ptr, {rows_q, c.Hq, D}), k_d(dk.ptr, {rows_k, c.Hkv, D}),
+        v_d(dv.ptr, {rows_k, c.Hkv, D});
+    const Tensor3<T> o_d(dout.ptr, {rows_q, c.Hq, D});
+    run_gpu(make_params_varlen<T>(q_d, k_d, v_d, o_d, sd, od, /*host_lengths=*/false));
+    ref = reference_attention_varlen<T>(q, k, v, sh, mask_host, oh);
+    std::vector<T> dummy(static_cast<size_t>(rows_q * c.Hq * D));
+    const Tensor3<T> o_h(dummy.data(), {rows_q, c.Hq, D});
+    naive = naive_same_dtype(make_params_varlen<T>(q, k, v, o_h, sh, oh), mask_host, rows_q);
+  } else {
+    const Tensor4<const T> q(hq.data(), {c.B, c.Sq, c.Hq, D}), k(hk.data(), {c.B, c.Sk, c.Hkv, D}),
+        v(hv.data(), {c.B, c.Sk, c.Hkv, D});
+    const Tensor4<const T> q_d(dq.ptr, {c.B, c.Sq, c.Hq, D}), k_d(dk.ptr, {c.B, c.Sk, c.Hkv, D}),
+        v_d(dv.ptr, {c.B, c.Sk, c.Hkv, D});
+    const Tensor4<T> o_d(dout.ptr, {c.B, c.Sq, c.Hq, D});
+    run_gpu(make_params<T>(q_d, k_d, v_d, o_d, od, /*host_lengths=*/false));
+    ref = reference_attention<T>(q, k, v, mask_host, oh);
+    std::vector<T> dummy(static_cast<size_t>(rows_q * c.Hq * D));
+    const Tensor4<T> o_h(dummy.data(), {c.B, c.Sq, c.Hq, D});
+    naive = naive_same_dtype(make_params<T>(q, k, v, o_h, oh), mask_host, rows_q);
+  }
+
+  const std::vector<T> out = dout.download();
+  const std::vector<float> lse = dlse.download();
+  Outcome r;
+  r.out_written = all_finite(out);
+  r.lse_written = true;
+  for (float x : lse)
+    if (std::isnan(x)) r.lse_written = false;
+  r.err = rel_l2(out, ref.out);
+  r.naive_err = rel_l2(naive, ref.out);
+  r.lse_err = lse_max_abs_err(lse, ref.lse);
+  return r;
+}
+
+// The assertions every case makes.
+inline void check_outcome(const Outcome& r) {
+  INFO("rel_l2 " << r.err << " (naive same-dtype " << r.naive_err << "), lse max abs err " << r.lse_err);
+  CHECK(r.out_written);
+  CHECK(r.lse_written);
+  CHECK(r.err <= 2.0 * r.naive_err + 1e-5);
+  CHECK(r.lse_err <= 5e-3);
+}
+
+template <class T, int D, class MaskH, class MaskD>
+void check_case(const Case& c, const MaskH& mh, const MaskD& md, Entry entry = Entry::Hdim) {
+  check_outcome(run_case<T, D>(c, mh, md, entry));
+}
+template <class T, int D, class Mask>
+void check_case(const Case& c, const Mask& m, Entry entry = Entry::Hdim) {
+  check_outcome(run_case<T, D>(c, m, m, entry));
+}
+
+}  // namespace attnkit_cuda_test
