@@ -20,6 +20,10 @@
 #include <cstdint>
 #include <vector>
 
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
+
 #include "attnkit/core/error.hpp"
 #include "attnkit/core/macros.hpp"
 #include "attnkit/rope/config.hpp"
@@ -210,14 +214,18 @@ ATTNKIT_HD inline void fill_cos_sin(const RopeParams& p, double position, float*
 class RopeTable {
  public:
   RopeTable() = default;
-  RopeTable(const RopeParams& p, int64_t first_position, int64_t count)
+  // num_threads: 0 = OpenMP's default, 1 = serial.
+  RopeTable(const RopeParams& p, int64_t first_position, int64_t count, int num_threads = 0)
       : first_(first_position), count_(count), pairs_(p.pairs) {
     attnkit::detail::require(count >= 0, "count", count, "must be >= 0");
     const size_t n = static_cast<size_t>(count) * static_cast<size_t>(pairs_);
     cos_.resize(n);
     sin_.resize(n);
 #if defined(_OPENMP)
-#pragma omp parallel for schedule(static) if (count * pairs_ > 16384)
+    const int threads = num_threads > 0 ? num_threads : omp_get_max_threads();
+#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1 && count * pairs_ > 16384)
+#else
+    (void)num_threads;
 #endif
     for (int64_t r = 0; r < count; ++r) {
       const size_t off = static_cast<size_t>(r) * static_cast<size_t>(pairs_);
