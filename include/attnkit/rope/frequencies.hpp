@@ -26,6 +26,7 @@
 
 #include "attnkit/core/error.hpp"
 #include "attnkit/core/macros.hpp"
+#include "attnkit/core/params.hpp"
 #include "attnkit/rope/config.hpp"
 
 namespace attnkit {
@@ -248,6 +249,27 @@ class RopeTable {
   int pairs_ = 0;
   std::vector<float> cos_, sin_;
 };
+
+// DynamicNTK's "current sequence length" for one attention call, so every
+// kernel resolves the same frequencies: 1 + the largest query or key position
+// of the batch (Hugging Face: max(position_ids) + 1; with a KV cache that is the
+// total length). Default positions need only the lengths: keys sit at j < Lk,
+// queries at p(i) <= Lk - 1 (bottom-right) or i <= Lq - 1 (top-left). Explicit
+// positions are scanned, so they must be host-readable here; device callers
+// with device-resident positions pass the bound they know instead.
+template <class T>
+int64_t attention_seq_len(const AttentionParams<T>& a) {
+  const ProblemShape& s = a.shape;
+  int64_t m = 0;
+  for (int64_t b = 0; b < s.batch; ++b) {
+    const int64_t lq = s.q_len(b), lk = s.kv_len(b);
+    for (int64_t i = 0; i < (a.q_positions ? lq : std::min<int64_t>(lq, 1)); ++i)
+      m = std::max(m, 1 + (a.q_positions ? a.q_position(b, i) : a.q_position(b, lq - 1)));
+    for (int64_t j = 0; j < (a.kv_positions ? lk : std::min<int64_t>(lk, 1)); ++j)
+      m = std::max(m, 1 + (a.kv_positions ? a.kv_position(b, j) : lk - 1));
+  }
+  return m;
+}
 
 // Largest position in `positions[0..n)` plus one: the "current sequence
 // length" Hugging Face's dynamic NTK uses (max(position_ids) + 1).
