@@ -706,3 +706,38 @@ TEST_CASE("rope: relative tile branch agrees with the per-pair rule", "[rope]") 
   CHECK(rope::relative_tile_branch(plain, 1000, 1010, 0, 5) == rope::RelativeBranch::Near);
   CHECK(rope::use_near_branch(plain, 100000, 0));
 }
+
+TEST_CASE("rope: vectorised f16/bf16 stores round exactly like the scalar conversions", "[rope]") {
+  const uint64_t seed = fresh_seed();
+  INFO("seed " << seed);
+  std::mt19937_64 rng(seed);
+  // Random magnitudes over the whole range, plus ties, subnormals, overflow, inf.
+  std::vector<float> x(4096 + 7);
+  std::uniform_real_distribution<float> mant(-2.0f, 2.0f);
+  std::uniform_int_distribution<int> expo(-30, 20);
+  for (auto& v : x) v = std::ldexp(mant(rng), expo(rng));
+  const float special[] = {0.0f,
+                           -0.0f,
+                           1.0f + std::ldexp(1.0f, -11),
+                           1.0f + 3 * std::ldexp(1.0f, -11),
+                           65504.0f,
+                           65520.0f,
+                           1e-7f,
+                           -3e-6f,
+                           1e30f,
+                           -1e30f,
+                           std::numeric_limits<float>::infinity(),
+                           1.00390625f /* bf16 tie */,
+                           1.01171875f};
+  std::copy(std::begin(special), std::end(special), x.begin());
+  const int n = static_cast<int>(x.size());
+  std::vector<half> h(x.size());
+  std::vector<bfloat16> b(x.size());
+  rope::detail::store_row(x.data(), h.data(), n);
+  rope::detail::store_row(x.data(), b.data(), n);
+  int bad = 0;
+  for (int d = 0; d < n; ++d) {
+    if (h[d].bits != half::from_float(x[d]) || b[d].bits != bfloat16::from_float(x[d])) ++bad;
+  }
+  CHECK(bad == 0);
+}
