@@ -265,7 +265,7 @@ class PeakRegistry {
   ~PeakRegistry() {
     if (values_.empty()) return;
     static const char* names[] = {"fma_f32 GFLOP/s", "bf16_dot GFLOP/s", "read_bw GB/s"};
-    std::fprintf(stderr, "attnkit_bench: peaks measured in this process (best seen):");
+    std::fprintf(stderr, "attnkit_bench: peaks measured in this process (best seen at exactly that thread count):");
     for (const auto& kv : values_)
       std::fprintf(stderr, " [%s, %d thread%s] %.1f", names[kv.first.first], kv.first.second,
                    kv.first.second == 1 ? "" : "s", kv.second);
@@ -277,8 +277,23 @@ class PeakRegistry {
     double& v = values_[{static_cast<int>(kind), threads}];
     if (value > v) v = value;
   }
-  // The measured peak, measuring it now if nothing has been recorded yet.
+  // The peak to divide by at `threads` threads: the best measured value, with
+  // two conservative floors for a machine shared with other processes (a busy
+  // core hurts a 2-thread measurement most): the FMA and bf16-dot peaks are at
+  // least `threads` x the 1-thread peak (these units are per core), and read
+  // bandwidth at least the 1-thread bandwidth. Floors only raise the
+  // denominator, so they can only lower peak_frac / bw_frac.
   double get(PeakKind kind, int threads) {
+    double v = measured(kind, threads);
+    if (threads > 1) {
+      const double one = measured(kind, 1);
+      v = std::max(v, kind == PeakKind::read_bw ? one : threads * one);
+    }
+    return v;
+  }
+  // The best value measured at exactly `threads` threads (measured now if
+  // nothing was recorded yet).
+  double measured(PeakKind kind, int threads) {
     {
       std::lock_guard<std::mutex> lock(mu_);
       auto it = values_.find({static_cast<int>(kind), threads});
