@@ -13,6 +13,7 @@
 
 #include "attnkit/core/params.hpp"
 #include "attnkit/cpu/micro_kernels.hpp"
+#include "attnkit/cpu/rope_fusion.hpp"
 #include "attnkit/cpu/simd.hpp"
 #include "attnkit/mask/tile.hpp"
 
@@ -25,10 +26,12 @@ using AlignedFloats = std::vector<float, xsimd::aligned_allocator<float, 64>>;
 // Per-worker buffers, sized once per call and reused by every block.
 struct Scratch {
   AlignedFloats qt, kbuf, vbuf, st, ot, row, lane;
+  // Far-branch copies for ReRoPE / Leaky ReRoPE (two rotations per row).
+  AlignedFloats qt_far, kbuf_far, st_far, row_far;
   std::vector<SeqCtx> ctx;
-  std::vector<int64_t> lane_head, lane_i;
+  std::vector<int64_t> lane_head, lane_i, lane_qpos;
 
-  void ensure(int64_t rows, int64_t d, int64_t dv, int64_t tile_keys) {
+  void ensure(int64_t rows, int64_t d, int64_t dv, int64_t tile_keys, bool relative) {
     grow(qt, d * rows);
     grow(kbuf, tile_keys * d);
     grow(vbuf, tile_keys * dv);
@@ -36,9 +39,16 @@ struct Scratch {
     grow(ot, dv * rows);
     grow(row, std::max(d, dv));
     grow(lane, 4 * rows);
+    if (relative) {
+      grow(qt_far, d * rows);
+      grow(kbuf_far, tile_keys * d);
+      grow(st_far, tile_keys * rows);
+      grow(row_far, d);
+    }
     if (static_cast<int64_t>(lane_head.size()) < rows) {
       lane_head.resize(static_cast<size_t>(rows));
       lane_i.resize(static_cast<size_t>(rows));
+      lane_qpos.resize(static_cast<size_t>(rows));
       ctx.resize(static_cast<size_t>(rows));
     }
   }
@@ -96,8 +106,11 @@ class BlockRunner {
   static constexpr int M = Blk::kRows;
   static constexpr int N = Blk::kTileKeys;
 
-  BlockRunner(const AttentionParams<T>& p, const Mask& mask, Scratch& s) : p_(p), mask_(mask), s_(s) {
-    s_.ensure(M, p.shape.head_dim, p.shape.v_head_dim, N);
+  // `rope` (optional) rotates Q rows and K rows as they are loaded.
+  BlockRunner(const AttentionParams<T>& p, const Mask& mask, Scratch& s, const RopeFusion* rope = nullptr)
+      : p_(p), mask_(mask), s_(s), rope_(rope && rope->enabled() ? rope : nullptr) {
+    relative_ = rope_ && rope_->relative();
+    s_.ensure(M, p.shape.head_dim, p.shape.v_head_dim, N, relative_);
     post_logits_ = p.softcap > 0.0f || p.alibi_slopes != nullptr;
   }
 
@@ -119,10 +132,7 @@ class BlockRunner {
       const TileKind kind = classify(br, j0, j0 + n);
       if (kind == TileKind::Empty) continue;
       if (j0 + N < je) prefetch_tile(br, j0 + N, std::min<int64_t>(N, je - j0 - N));
-      const float* kb;
-      int64_t ks;
-      rows_as_float(p_.k, p_.k_layout, br, j0, n, D, s_.kbuf.data(), kb, ks);
-      qk_tile<B, MV>(s_.qt.data(), D, kb, ks, n, s_.st.data());
+      scores(br, j0, n);
       if (post_logits_) transform_logits(br, j0, n);
       if (kind == TileKind::Partial) apply_mask(j0, n, valid);
       softmax_update(n, m, l, alpha);
@@ -140,12 +150,76 @@ class BlockRunner {
   const float* ot() const { return s_.ot.data(); }
 
  private:
+  // S^T for keys [j0, j0 + n) into st. With ReRoPE / Leaky ReRoPE, each pair's
+  // score comes from the near rotations (r = p - j <= w) or the far ones;
+  // tiles entirely on one side compute only that branch.
+  void scores(const BlockRows& br, int64_t j0, int64_t n) {
+    const int64_t D = p_.shape.head_dim;
+    const float* kb;
+    int64_t ks;
+    if (!relative_) {
+      rows_as_float(p_.k, p_.k_layout, br, j0, n, D, s_.kbuf.data(), kb, ks);
+      if (rope_) rotate_k(br, j0, n, s_.kbuf.data(), /*far=*/false);
+      qk_tile<B, MV>(s_.qt.data(), D, kb, ks, n, s_.st.data());
+      return;
+    }
+    const int64_t kmin = p_.kv_positions ? min_kpos(br, j0, n) : j0;
+    const int64_t kmax = p_.kv_positions ? max_kpos(br, j0, n) : j0 + n - 1;
+    const rope::RelativeBranch branch = rope::relative_tile_branch(rope_->params, qpos_min_, qpos_max_, kmin, kmax);
+    rows_as_float(p_.k, p_.k_layout, br, j0, n, D, s_.kbuf.data(), kb, ks);
+    if (branch != rope::RelativeBranch::Near) {
+      std::copy(s_.kbuf.begin(), s_.kbuf.begin() + n * D, s_.kbuf_far.begin());
+      rotate_k(br, j0, n, s_.kbuf_far.data(), /*far=*/true);
+    }
+    if (branch != rope::RelativeBranch::Far) rotate_k(br, j0, n, s_.kbuf.data(), /*far=*/false);
+    if (branch == rope::RelativeBranch::Near) {
+      qk_tile<B, MV>(s_.qt.data(), D, s_.kbuf.data(), D, n, s_.st.data());
+    } else if (branch == rope::RelativeBranch::Far) {
+      qk_tile<B, MV>(s_.qt_far.data(), D, s_.kbuf_far.data(), D, n, s_.st.data());
+    } else {
+      qk_tile<B, MV>(s_.qt.data(), D, s_.kbuf.data(), D, n, s_.st.data());
+      qk_tile<B, MV>(s_.qt_far.data(), D, s_.kbuf_far.data(), D, n, s_.st_far.data());
+      float* st = s_.st.data();
+      const float* far = s_.st_far.data();
+      for (int64_t jj = 0; jj < n; ++jj) {
+        const int64_t kp = p_.kv_position(br.b, j0 + jj);
+        for (int64_t r = 0; r < br.valid(); ++r)
+          if (!rope::use_near_branch(rope_->params, s_.lane_qpos[r], kp)) st[jj * M + r] = far[jj * M + r];
+      }
+    }
+  }
+
+  void rotate_k(const BlockRows& br, int64_t j0, int64_t n, float* buf, bool far) const {
+    const int64_t D = p_.shape.head_dim;
+    for (int64_t jj = 0; jj < n; ++jj) {
+      const int64_t kp = p_.kv_position(br.b, j0 + jj);
+      rope_->rotate(buf + jj * D, far ? rope::far_k_position(rope_->params, kp) : static_cast<double>(kp));
+    }
+  }
+  int64_t min_kpos(const BlockRows& br, int64_t j0, int64_t n) const {
+    int64_t m = INT64_MAX;
+    for (int64_t jj = 0; jj < n; ++jj) m = std::min(m, p_.kv_position(br.b, j0 + jj));
+    return m;
+  }
+  int64_t max_kpos(const BlockRows& br, int64_t j0, int64_t n) const {
+    int64_t m = INT64_MIN;
+    for (int64_t jj = 0; jj < n; ++jj) m = std::max(m, p_.kv_position(br.b, j0 + jj));
+    return m;
+  }
+
   // Per-lane mask context; ctx is indexed by head - h_lo.
   void setup_lanes(const BlockRows& br) {
     for (int64_t h = br.h_lo; h < br.h_hi; ++h) s_.ctx[h - br.h_lo] = p_.shape.ctx(br.b, h);
+    qpos_min_ = INT64_MAX;
+    qpos_max_ = INT64_MIN;
     for (int64_t r = 0; r < br.valid(); ++r) {
       s_.lane_head[r] = br.head[r] - br.h_lo;
       s_.lane_i[r] = br.query[r];
+      if (rope_) {
+        s_.lane_qpos[r] = p_.q_position(br.b, br.query[r]);
+        qpos_min_ = std::min(qpos_min_, s_.lane_qpos[r]);
+        qpos_max_ = std::max(qpos_max_, s_.lane_qpos[r]);
+      }
     }
   }
 
@@ -156,12 +230,22 @@ class BlockRunner {
     const float qscale = post_logits_ ? p_.scale : p_.scale * kLog2e;
     float* qt = s_.qt.data();
     float* row = s_.row.data();
+    float* qt_far = relative_ ? s_.qt_far.data() : nullptr;
+    float* row_far = relative_ ? s_.row_far.data() : nullptr;
     for (int64_t r = 0; r < M; ++r) {
       if (r < br.valid()) {
         to_float_row(p_.q_row(br.b, br.query[r], br.head[r]), row, D);
+        if (relative_) {
+          std::copy(row, row + D, row_far);
+          rope_->rotate(row_far, rope::far_q_position(rope_->params, s_.lane_qpos[r]));
+          for (int64_t d = 0; d < D; ++d) qt_far[d * M + r] = row_far[d] * qscale;
+        }
+        if (rope_) rope_->rotate(row, static_cast<double>(s_.lane_qpos[r]));
         for (int64_t d = 0; d < D; ++d) qt[d * M + r] = row[d] * qscale;
       } else {
         for (int64_t d = 0; d < D; ++d) qt[d * M + r] = 0.0f;
+        if (relative_)
+          for (int64_t d = 0; d < D; ++d) qt_far[d * M + r] = 0.0f;
       }
     }
   }
@@ -267,7 +351,10 @@ class BlockRunner {
   const AttentionParams<T>& p_;
   const Mask& mask_;
   Scratch& s_;
+  const RopeFusion* rope_ = nullptr;
+  bool relative_ = false;
   bool post_logits_ = false;
+  int64_t qpos_min_ = 0, qpos_max_ = 0;
 };
 
 }  // namespace detail

@@ -14,7 +14,9 @@
 #include "attnkit/core/params.hpp"
 #include "attnkit/cpu/block_runner.hpp"
 #include "attnkit/cpu/merge.hpp"
+#include "attnkit/cpu/rope_fusion.hpp"
 #include "attnkit/cpu/threading.hpp"
+#include "attnkit/mask/traits.hpp"
 
 namespace attnkit {
 namespace cpu {
@@ -84,7 +86,7 @@ struct Worker {
 };
 
 template <class T, class B, int MV, class Mask>
-void prefill(const AttentionParams<T>& p, const Mask& mask, int threads) {
+void prefill(const AttentionParams<T>& p, const Mask& mask, int threads, const RopeFusion* rope) {
   using Runner = BlockRunner<T, B, MV, Mask>;
   constexpr int M = Runner::M;
   const ProblemShape& s = p.shape;
@@ -101,7 +103,7 @@ void prefill(const AttentionParams<T>& p, const Mask& mask, int threads) {
     const int64_t i0 = qb * t.tq, lq = s.q_len(b);
     if (i0 >= lq) return;
     const BlockRows br = BlockRows::contiguous(b, kvh, h0, t.heads_per_block, i0, std::min(t.tq, lq - i0));
-    Runner runner(p, mask, w.scratch);
+    Runner runner(p, mask, w.scratch, rope);
     runner.run(br, 0, s.kv_len(br.b), BlockResult{w.m, w.l});
     write_rows<T, M>(p, br, runner.ot(), w.m, w.l);
   });
@@ -111,7 +113,7 @@ void prefill(const AttentionParams<T>& p, const Mask& mask, int threads) {
 // (out, lse); a second pass merges splits in a fixed order (DESIGN §6) and
 // applies the sink logit once.
 template <class T, class B, int MV, class Mask>
-void decode(const AttentionParams<T>& p, const Mask& mask, int threads) {
+void decode(const AttentionParams<T>& p, const Mask& mask, int threads, const RopeFusion* rope) {
   using Runner = BlockRunner<T, B, MV, Mask>;
   constexpr int M = Runner::M;
   const ProblemShape& s = p.shape;
@@ -143,7 +145,7 @@ void decode(const AttentionParams<T>& p, const Mask& mask, int threads) {
     const int64_t lk = s.kv_len(br.b);
     const int64_t jb = sp * kDecodeKeysPerSplit, je = std::min(lk, jb + kDecodeKeysPerSplit);
     if (jb >= je) return;  // lse stays -inf: this split contributes nothing
-    Runner runner(p, mask, w.scratch);
+    Runner runner(p, mask, w.scratch, rope);
     runner.run(br, jb, je, BlockResult{w.m, w.l});
     const float* ot = runner.ot();
     float* po = &part_out[static_cast<size_t>(item * M * Dv)];
@@ -180,24 +182,30 @@ void decode(const AttentionParams<T>& p, const Mask& mask, int threads) {
 // Runs attention on validated params (see attention.hpp, which validates).
 template <class T, class Mask>
 void attention_forward(const AttentionParams<T>& p, const Mask& mask, const AttentionOptions& o) {
-  if (o.rope) ::attnkit::detail::fail("fused RoPE is not available in this build of the CPU kernel");
   const int threads = resolve_threads(o.num_threads);
+  // Everything that can throw happens before the first write.
+  const detail::RopeFusion rope = detail::make_rope_fusion(p, o, threads);
+  if (rope.relative() && !is_causal_type<Mask>::value)
+    ::attnkit::detail::fail(
+        "ReRoPE / Leaky ReRoPE clip the relative position p - j and need a causal-type mask (CausalMask, "
+        "SlidingWindowMask, SinkWindowMask, or a conjunction with one of them)");
+  const detail::RopeFusion* rp = rope.enabled() ? &rope : nullptr;
   const ProblemShape& s = p.shape;
   detail::zero_padded_rows(p);
   if (s.batch == 0 || s.q_capacity == 0) return;
   if (s.q_capacity <= kDecodeMaxQueries) {
     const int64_t rows = s.group() * s.q_capacity;
     if (rows <= 4 && Batch4::size == 4)
-      detail::decode<T, Batch4, 1>(p, mask, threads);
+      detail::decode<T, Batch4, 1>(p, mask, threads, rp);
     else if (rows <= 8 && Batch8::size == 8)
-      detail::decode<T, Batch8, 1>(p, mask, threads);
+      detail::decode<T, Batch8, 1>(p, mask, threads, rp);
     else if (rows <= static_cast<int64_t>(WideBatch::size))
-      detail::decode<T, WideBatch, 1>(p, mask, threads);
+      detail::decode<T, WideBatch, 1>(p, mask, threads, rp);
     else
-      detail::decode<T, WideBatch, 2>(p, mask, threads);
+      detail::decode<T, WideBatch, 2>(p, mask, threads, rp);
     return;
   }
-  detail::prefill<T, WideBatch, 2>(p, mask, threads);
+  detail::prefill<T, WideBatch, 2>(p, mask, threads, rp);
 }
 
 }  // namespace cpu
