@@ -52,9 +52,9 @@ TEST_CASE("cuda errors: placement, dtype, head dim, host side arrays", "[cuda][e
   CHECK(mixed.find("q is device") != std::string::npos);
 
   AttentionOptions o;
-  const auto p = make_params<H>(t.qv(), t.kv(), t.vv(), t.ov(), o, false);
   std::vector<float> host_lse(2 * 4 * 8);
   o.lse = host_lse.data();
+  const auto p = make_params<H>(t.qv(), t.kv(), t.vv(), t.ov(), o, false);
   CHECK(what_of([&] { cuda::attention_forward(p, CausalMask{}, o); }).find("lse") != std::string::npos);
   AttentionOptions o2;
   RopeConfig* fake = reinterpret_cast<RopeConfig*>(&o2);  // only its presence is checked

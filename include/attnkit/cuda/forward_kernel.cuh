@@ -2,7 +2,8 @@
 // one template for prefill and split-KV decode:
 //
 //  * a CTA owns kBlockM "packed rows" of one (batch, head group); each warp
-//    owns 16 of them and keeps its Q fragments in registers (D <= 128);
+//    owns 16 * kMTiles of them, so every K/V fragment read from smem feeds
+//    kMTiles mma's; Q fragments stay in registers where they fit;
 //  * K and V tiles of kBlockN keys stream through shared memory with cp.async:
 //    V[n] loads while S = Q K[n]^T is computed, K[next] while O += P V[n];
 //  * smem rows are padded by 16 bytes, so the 8 rows an ldmatrix phase reads
@@ -32,18 +33,19 @@
 namespace attnkit::cuda {
 
 // Compile-time shape of one kernel instantiation.
-template <class T, int D_, int kWarps_, int kBlockN_>
+template <class T, int D_, int kWarps_, int kMTiles_, int kBlockN_>
 struct FwdConfig {
   using Elem = T;
   static constexpr int D = D_;
   static constexpr int kWarps = kWarps_;
+  static constexpr int kMTiles = kMTiles_;  // 16-row m-tiles per warp: K/V fragments are reused across them
   static constexpr int kThreads = 32 * kWarps;
-  static constexpr int kBlockM = 16 * kWarps;
+  static constexpr int kBlockM = 16 * kMTiles * kWarps;
   static constexpr int kBlockN = kBlockN_;
   static constexpr int kStride = D + 8;  // padded smem row, elements
   // Q fragments cost D/4 registers per thread; past D = 128 they would push
   // the accumulators into local memory, so D = 256 re-reads Q from smem.
-  static constexpr bool kQInRegs = D <= 128;
+  static constexpr bool kQInRegs = D * kMTiles <= 128;
   static constexpr int kChunksPerRow = D / 8;  // 16-byte chunks
   static constexpr int kSmemQ = kBlockM * kStride * 2;
   static constexpr int kSmemKV = kBlockN * kStride * 2;
@@ -138,14 +140,15 @@ __global__ void __launch_bounds__(Cfg::kThreads)
   using T = typename Cfg::Elem;
   using Ops = detail::MmaOps<T>;
   constexpr int D = Cfg::D, kBlockM = Cfg::kBlockM, kBlockN = Cfg::kBlockN, kStride = Cfg::kStride;
-  constexpr int kThreads = Cfg::kThreads;
+  constexpr int kThreads = Cfg::kThreads, kMT = Cfg::kMTiles;
+  constexpr int kR = 2 * kMT;       // rows per thread: g and g + 8 of each 16-row m-tile
   constexpr int kNS = kBlockN / 8;  // 8-key column blocks of S
   constexpr int kNO = D / 8;        // 8-wide column blocks of O
 
   extern __shared__ __align__(16) unsigned char smem_raw[];
-  T* sQ = reinterpret_cast<T*>(smem_raw);
-  T* sK = reinterpret_cast<T*>(smem_raw + Cfg::kSmemQ);
-  T* sV = reinterpret_cast<T*>(smem_raw + Cfg::kSmemQ + Cfg::kSmemKV);
+  const uint32_t sQ = detail::smem_addr(smem_raw);  // shared-window byte addresses
+  const uint32_t sK = sQ + Cfg::kSmemQ;
+  const uint32_t sV = sK + Cfg::kSmemKV;
 
   const AttentionParams<T>& p = a.p;
   const ProblemShape& s = p.shape;
@@ -168,15 +171,14 @@ __global__ void __launch_bounds__(Cfg::kThreads)
 
   const SeqCtx ctx0 = SeqCtx::make(b, h0, q_len, kv_len, s.alignment);
 
-  // This thread's two rows (g and g + 8 of its warp's 16).
-  int64_t row_i[2], row_h[2];
-  bool row_ok[2];
+  // This thread's rows: query row and head of each.
+  int64_t row_i[kR];
+  int row_dh[kR];  // head - h0
 #pragma unroll
-  for (int rr = 0; rr < 2; ++rr) {
-    const int64_t r = r0 + warp * 16 + g + rr * 8;
+  for (int rr = 0; rr < kR; ++rr) {
+    const int64_t r = r0 + warp * 16 * kMT + (rr / 2) * 16 + g + (rr % 2) * 8;
     row_i[rr] = r / G;
-    row_h[rr] = h0 + r % G;
-    row_ok[rr] = row_i[rr] < q_len;
+    row_dh[rr] = static_cast<int>(r % G);
   }
 
   // Key tiles to visit: the split's range, trimmed to the mask's non-empty span.
@@ -195,20 +197,9 @@ __global__ void __launch_bounds__(Cfg::kThreads)
     if (n_first < n_hi) n_last = cls.last_nonempty(n_first, n_hi);
   }
 
-  // Per-row constants of the logit transform.
   const bool softcap = p.softcap > 0.f;
   const float cap_inv_scale = softcap ? p.scale / p.softcap : 0.f;
   const float cap_log2 = p.softcap * detail::kLog2e;
-  float slope_log2[2] = {0.f, 0.f};
-  int64_t row_pos[2];
-  SeqCtx row_ctx[2];
-#pragma unroll
-  for (int rr = 0; rr < 2; ++rr) {
-    row_pos[rr] = ctx0.pos(row_i[rr]);
-    row_ctx[rr] = ctx0;
-    row_ctx[rr].head = row_h[rr];
-    if (p.alibi_slopes && row_ok[rr]) slope_log2[rr] = p.alibi_slopes[row_h[rr]] * detail::kLog2e;
-  }
 
   const int64_t kv_start = s.kv_start(b);
   const T* k_base = p.k + (s.varlen() ? 0 : b * p.k_layout.batch_stride) + kv_start * p.k_layout.row_stride +
@@ -216,22 +207,26 @@ __global__ void __launch_bounds__(Cfg::kThreads)
   const T* v_base = p.v + (s.varlen() ? 0 : b * p.v_layout.batch_stride) + kv_start * p.v_layout.row_stride +
                     hk * p.v_layout.head_stride;
 
-  auto load_kv = [&](T* dst, const T* base, int64_t row_stride, int64_t n) {
+  auto load_kv = [&](uint32_t dst, const T* base, int64_t row_stride, int64_t n) {
     const int64_t j0 = n * kBlockN;
-#pragma unroll 4
+    const T* tile = base + j0 * row_stride;
+    const int64_t rows_ok = kv_len - j0;
+#pragma unroll
     for (int c = tid; c < kBlockN * Cfg::kChunksPerRow; c += kThreads) {
       const int r = c / Cfg::kChunksPerRow, col = (c % Cfg::kChunksPerRow) * 8;
-      const bool ok = j0 + r < kv_len;
-      const T* src = ok ? base + (j0 + r) * row_stride + col : base;
-      detail::cp_async_16(dst + r * kStride + col, src, ok);
+      const bool ok = r < rows_ok;
+      detail::cp_async_16(dst + (r * kStride + col) * 2, ok ? tile + r * row_stride + col : base, ok);
     }
   };
 
-  float o[kNO][4];
+  float o[kMT][kNO][4];
 #pragma unroll
-  for (int i = 0; i < kNO; ++i) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.f;
-  float row_max[2] = {detail::neg_inf(), detail::neg_inf()};
-  float row_sum[2] = {0.f, 0.f};
+  for (int mt = 0; mt < kMT; ++mt)
+#pragma unroll
+    for (int i = 0; i < kNO; ++i) o[mt][i][0] = o[mt][i][1] = o[mt][i][2] = o[mt][i][3] = 0.f;
+  float row_max[kR], row_sum[kR];
+#pragma unroll
+  for (int rr = 0; rr < kR; ++rr) row_max[rr] = detail::neg_inf(), row_sum[rr] = 0.f;
 
   if (n_first <= n_last) {
     // Q rows (zero past q_len) and the first K tile.
@@ -242,78 +237,111 @@ __global__ void __launch_bounds__(Cfg::kThreads)
       const int64_t pr = r0 + r, i = pr / G, h = h0 + pr % G;
       const bool ok = i < q_len;
       const T* src = ok ? q_base + i * p.q_layout.row_stride + h * p.q_layout.head_stride + col : p.q;
-      detail::cp_async_16(sQ + r * kStride + col, src, ok);
+      detail::cp_async_16(sQ + (r * kStride + col) * 2, src, ok);
     }
     load_kv(sK, k_base, p.k_layout.row_stride, n_first);
     detail::cp_async_commit();
 
-    uint32_t qf[Cfg::kQInRegs ? D / 16 : 1][4];
-    const T* q_warp = sQ + (warp * 16 + (lane % 16)) * kStride + (lane / 16) * 8;
+    uint32_t qf[Cfg::kQInRegs ? kMT : 1][Cfg::kQInRegs ? D / 16 : 1][4];
+    // Per-thread ldmatrix base addresses (see mma.cuh for the lane -> row map).
+    const uint32_t q_warp = sQ + ((warp * 16 * kMT + (lane % 16)) * kStride + (lane / 16) * 8) * 2;
+    const uint32_t k_frag = sK + (((lane % 8) + 8 * (lane / 16)) * kStride + 8 * ((lane / 8) % 2)) * 2;
+    const uint32_t v_frag = sV + (((lane % 8) + 8 * ((lane / 8) % 2)) * kStride + 8 * (lane / 16)) * 2;
 
     for (int64_t n = n_first; n <= n_last;) {
       const TileKind kind = cls.range(n, n + 1);
       detail::cp_async_wait<0>();
       __syncthreads();  // K[n] (and Q) visible; every warp is done with V of the last tile
-      if (n == n_first && Cfg::kQInRegs) {
+      if constexpr (Cfg::kQInRegs) {
+        if (n == n_first) {
 #pragma unroll
-        for (int kk = 0; kk < (Cfg::kQInRegs ? D / 16 : 1); ++kk) detail::ldmatrix_x4(qf[kk], q_warp + kk * 16);
+          for (int mt = 0; mt < kMT; ++mt)
+#pragma unroll
+            for (int kk = 0; kk < D / 16; ++kk)
+              detail::ldmatrix_x4(qf[mt][kk], q_warp + (mt * 16 * kStride + kk * 16) * 2);
+        }
       }
       load_kv(sV, v_base, p.v_layout.row_stride, n);
       detail::cp_async_commit();
 
-      // S = Q K^T for this warp's 16 rows x kBlockN keys.
-      float sc[kNS][4];
+      // S = Q K^T: each K fragment feeds every m-tile of the warp.
+      float sc[kMT][kNS][4];
 #pragma unroll
-      for (int i = 0; i < kNS; ++i) sc[i][0] = sc[i][1] = sc[i][2] = sc[i][3] = 0.f;
+      for (int mt = 0; mt < kMT; ++mt)
+#pragma unroll
+        for (int i = 0; i < kNS; ++i) sc[mt][i][0] = sc[mt][i][1] = sc[mt][i][2] = sc[mt][i][3] = 0.f;
 #pragma unroll
       for (int kk = 0; kk < D / 16; ++kk) {
-        uint32_t af[4];
-        if constexpr (Cfg::kQInRegs) {
+        uint32_t af[kMT][4];
 #pragma unroll
-          for (int x = 0; x < 4; ++x) af[x] = qf[kk][x];
-        } else {
-          detail::ldmatrix_x4(af, q_warp + kk * 16);
+        for (int mt = 0; mt < kMT; ++mt) {
+          if constexpr (Cfg::kQInRegs) {
+#pragma unroll
+            for (int x = 0; x < 4; ++x) af[mt][x] = qf[mt][kk][x];
+          } else {
+            detail::ldmatrix_x4(af[mt], q_warp + (mt * 16 * kStride + kk * 16) * 2);
+          }
         }
 #pragma unroll
         for (int nb = 0; nb < kNS; nb += 2) {
           uint32_t bf[4];
-          detail::ldmatrix_x4(bf,
-                              sK + (nb * 8 + (lane % 8) + 8 * (lane / 16)) * kStride + kk * 16 + 8 * ((lane / 8) % 2));
-          Ops::mma(sc[nb], af, bf[0], bf[1]);
-          Ops::mma(sc[nb + 1], af, bf[2], bf[3]);
+          detail::ldmatrix_x4(bf, k_frag + (nb * 8 * kStride + kk * 16) * 2);
+#pragma unroll
+          for (int mt = 0; mt < kMT; ++mt) {
+            Ops::mma(sc[mt][nb], af[mt], bf[0], bf[1]);
+            Ops::mma(sc[mt][nb + 1], af[mt], bf[2], bf[3]);
+          }
         }
       }
 
-      // Logits in log2 units, then the mask.
+      // Logits in log2 units, then the mask (element checks only where needed).
       const int64_t j_tile = n * kBlockN;
       const bool need_check = kind != TileKind::Full || j_tile + kBlockN > kv_len;
+      const bool transform = softcap || p.alibi_slopes;
 #pragma unroll
-      for (int nb = 0; nb < kNS; ++nb) {
+      for (int mt = 0; mt < kMT; ++mt)
 #pragma unroll
-        for (int c = 0; c < 4; ++c) {
-          const int rr = c >> 1;
-          const int64_t j = j_tile + nb * 8 + 2 * t + (c & 1);
-          float x = sc[nb][c];
-          if (softcap) {
-            x = cap_log2 * tanhf(x * cap_inv_scale);
-          } else {
-            x *= a.scale_log2;
+        for (int nb = 0; nb < kNS; ++nb)
+#pragma unroll
+          for (int c = 0; c < 4; ++c) {
+            float x = sc[mt][nb][c];
+            if (!transform) {
+              x *= a.scale_log2;
+            } else {
+              const int rr = mt * 2 + (c >> 1);
+              const int64_t j = j_tile + nb * 8 + 2 * t + (c & 1);
+              x = softcap ? cap_log2 * tanhf(x * cap_inv_scale) : x * a.scale_log2;
+              if (p.alibi_slopes && row_i[rr] < q_len)
+                x += p.alibi_slopes[h0 + row_dh[rr]] * detail::kLog2e * static_cast<float>(j - ctx0.pos(row_i[rr]));
+            }
+            sc[mt][nb][c] = x;
           }
-          if (p.alibi_slopes) x += slope_log2[rr] * static_cast<float>(j - row_pos[rr]);
-          if (need_check) {
-            const bool ok = j < kv_len && row_ok[rr] && (kind == TileKind::Full || mask(row_ctx[rr], row_i[rr], j));
-            if (!ok) x = detail::neg_inf();
-          }
-          sc[nb][c] = x;
-        }
+      if (need_check) {
+#pragma unroll
+        for (int mt = 0; mt < kMT; ++mt)
+#pragma unroll
+          for (int nb = 0; nb < kNS; ++nb)
+#pragma unroll
+            for (int c = 0; c < 4; ++c) {
+              const int rr = mt * 2 + (c >> 1);
+              const int64_t j = j_tile + nb * 8 + 2 * t + (c & 1);
+              bool ok = j < kv_len && row_i[rr] < q_len;
+              if (ok && kind != TileKind::Full) {
+                SeqCtx cr = ctx0;
+                cr.head = h0 + row_dh[rr];
+                ok = mask(cr, row_i[rr], j);
+              }
+              if (!ok) sc[mt][nb][c] = detail::neg_inf();
+            }
       }
 
       // Online softmax: new running max, rescale what is accumulated.
 #pragma unroll
-      for (int rr = 0; rr < 2; ++rr) {
+      for (int rr = 0; rr < kR; ++rr) {
+        const int mt = rr / 2, h2 = (rr % 2) * 2;
         float mx = row_max[rr];
 #pragma unroll
-        for (int nb = 0; nb < kNS; ++nb) mx = fmaxf(mx, fmaxf(sc[nb][2 * rr], sc[nb][2 * rr + 1]));
+        for (int nb = 0; nb < kNS; ++nb) mx = fmaxf(mx, fmaxf(sc[mt][nb][h2], sc[mt][nb][h2 + 1]));
         mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
         mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
         const float m_use = mx == detail::neg_inf() ? 0.f : mx;  // all masked so far: keep zeros
@@ -322,15 +350,15 @@ __global__ void __launch_bounds__(Cfg::kThreads)
         float sum = 0.f;
 #pragma unroll
         for (int nb = 0; nb < kNS; ++nb) {
-          sc[nb][2 * rr] = detail::exp2_approx(sc[nb][2 * rr] - m_use);
-          sc[nb][2 * rr + 1] = detail::exp2_approx(sc[nb][2 * rr + 1] - m_use);
-          sum += sc[nb][2 * rr] + sc[nb][2 * rr + 1];
+          sc[mt][nb][h2] = detail::exp2_approx(sc[mt][nb][h2] - m_use);
+          sc[mt][nb][h2 + 1] = detail::exp2_approx(sc[mt][nb][h2 + 1] - m_use);
+          sum += sc[mt][nb][h2] + sc[mt][nb][h2 + 1];
         }
         row_sum[rr] = row_sum[rr] * corr + sum;
 #pragma unroll
         for (int nd = 0; nd < kNO; ++nd) {
-          o[nd][2 * rr] *= corr;
-          o[nd][2 * rr + 1] *= corr;
+          o[mt][nd][h2] *= corr;
+          o[mt][nd][h2 + 1] *= corr;
         }
       }
 
@@ -343,21 +371,27 @@ __global__ void __launch_bounds__(Cfg::kThreads)
         detail::cp_async_commit();
       }
 
-      // O += P V: two S column blocks form one A fragment of P.
+      // O += P V: two S column blocks form one A fragment of P; each V
+      // fragment feeds every m-tile.
 #pragma unroll
       for (int kc = 0; kc < kBlockN / 16; ++kc) {
-        uint32_t pf[4];
-        pf[0] = Ops::pack(sc[2 * kc][0], sc[2 * kc][1]);
-        pf[1] = Ops::pack(sc[2 * kc][2], sc[2 * kc][3]);
-        pf[2] = Ops::pack(sc[2 * kc + 1][0], sc[2 * kc + 1][1]);
-        pf[3] = Ops::pack(sc[2 * kc + 1][2], sc[2 * kc + 1][3]);
+        uint32_t pf[kMT][4];
+#pragma unroll
+        for (int mt = 0; mt < kMT; ++mt) {
+          pf[mt][0] = Ops::pack(sc[mt][2 * kc][0], sc[mt][2 * kc][1]);
+          pf[mt][1] = Ops::pack(sc[mt][2 * kc][2], sc[mt][2 * kc][3]);
+          pf[mt][2] = Ops::pack(sc[mt][2 * kc + 1][0], sc[mt][2 * kc + 1][1]);
+          pf[mt][3] = Ops::pack(sc[mt][2 * kc + 1][2], sc[mt][2 * kc + 1][3]);
+        }
 #pragma unroll
         for (int nd = 0; nd < kNO; nd += 2) {
           uint32_t bf[4];
-          detail::ldmatrix_x4_trans(
-              bf, sV + (kc * 16 + (lane % 8) + 8 * ((lane / 8) % 2)) * kStride + nd * 8 + 8 * (lane / 16));
-          Ops::mma(o[nd], pf, bf[0], bf[1]);
-          Ops::mma(o[nd + 1], pf, bf[2], bf[3]);
+          detail::ldmatrix_x4_trans(bf, v_frag + (kc * 16 * kStride + nd * 8) * 2);
+#pragma unroll
+          for (int mt = 0; mt < kMT; ++mt) {
+            Ops::mma(o[mt][nd], pf[mt], bf[0], bf[1]);
+            Ops::mma(o[mt][nd + 1], pf[mt], bf[2], bf[3]);
+          }
         }
       }
       n = n_next;
@@ -367,13 +401,14 @@ __global__ void __launch_bounds__(Cfg::kThreads)
   // Epilogue: finish the row sums across the quad, normalise, write.
   const bool split_out = a.num_splits > 1;
 #pragma unroll
-  for (int rr = 0; rr < 2; ++rr) {
+  for (int rr = 0; rr < kR; ++rr) {
+    const int mt = rr / 2, h2 = (rr % 2) * 2;
     float l = row_sum[rr];
     l += __shfl_xor_sync(0xffffffffu, l, 1);
     l += __shfl_xor_sync(0xffffffffu, l, 2);
-    const int64_t i = row_i[rr], h = row_h[rr];
+    const int64_t i = row_i[rr], h = h0 + row_dh[rr];
     if (i >= row_limit) continue;
-    const bool empty = !row_ok[rr] || row_max[rr] == detail::neg_inf() || !(l > 0.f);
+    const bool empty = i >= q_len || row_max[rr] == detail::neg_inf() || !(l > 0.f);
     const float lse = empty ? detail::neg_inf() : (row_max[rr] + __log2f(l)) * detail::kLn2;
     if (split_out) {
       const int64_t grow = s.varlen() ? s.q_start(b) + i : b * s.q_capacity + i;
@@ -382,7 +417,7 @@ __global__ void __launch_bounds__(Cfg::kThreads)
       float* dst = a.ws_out + idx * D;
 #pragma unroll
       for (int nd = 0; nd < kNO; ++nd)
-        *reinterpret_cast<float2*>(dst + nd * 8 + 2 * t) = make_float2(o[nd][2 * rr] * inv, o[nd][2 * rr + 1] * inv);
+        *reinterpret_cast<float2*>(dst + nd * 8 + 2 * t) = make_float2(o[mt][nd][h2] * inv, o[mt][nd][h2 + 1] * inv);
       if (t == 0) a.ws_lse[idx] = lse;
     } else {
       float denom = l;
@@ -391,7 +426,7 @@ __global__ void __launch_bounds__(Cfg::kThreads)
       T* dst = p.out_row(b, i, h);
 #pragma unroll
       for (int nd = 0; nd < kNO; ++nd)
-        *reinterpret_cast<uint32_t*>(dst + nd * 8 + 2 * t) = Ops::pack(o[nd][2 * rr] * inv, o[nd][2 * rr + 1] * inv);
+        *reinterpret_cast<uint32_t*>(dst + nd * 8 + 2 * t) = Ops::pack(o[mt][nd][h2] * inv, o[mt][nd][h2 + 1] * inv);
       if (t == 0 && p.lse) *p.lse_ptr(b, i, h) = lse;
     }
   }

@@ -7,6 +7,8 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <map>
+#include <mutex>
 
 #include "attnkit/core/error.hpp"
 #include "attnkit/core/params.hpp"
@@ -22,8 +24,8 @@ namespace attnkit::cuda {
 // many CTAs over key splits so the whole chip streams K/V.
 template <class T, int D>
 struct Configs {
-  using Prefill = FwdConfig<T, D, 4, (D > 128 ? 32 : 64)>;
-  using Decode = FwdConfig<T, D, 1, (D > 128 ? 32 : 64)>;
+  using Prefill = FwdConfig<T, D, 4, 1, (D > 128 ? 32 : 64)>;
+  using Decode = FwdConfig<T, D, 1, 1, (D > 128 ? 32 : 64)>;
 };
 
 // Queries per sequence up to which the decode path (GQA packing + split-KV) runs.
@@ -46,8 +48,35 @@ inline DeviceInfo device_info() {
   return info;
 }
 
-// Raise the dynamic shared-memory limit once per instantiation and device.
-template <class Kernel>
+// Split-KV workspace comes from a stream-ordered pool of our own that keeps
+// its memory (release threshold = max): the default pool would hand pages
+// back at every synchronisation and re-map them on the next decode call,
+// which costs more than the decode itself.
+inline cudaMemPool_t workspace_pool() {
+  int dev = 0;
+  check(cudaGetDevice(&dev), "cudaGetDevice");
+  static std::mutex mu;
+  static std::map<int, cudaMemPool_t> pools;
+  std::lock_guard<std::mutex> lock(mu);
+  auto it = pools.find(dev);
+  if (it != pools.end()) return it->second;
+  cudaMemPoolProps props{};
+  props.allocType = cudaMemAllocationTypePinned;
+  props.handleTypes = cudaMemHandleTypeNone;
+  props.location.type = cudaMemLocationTypeDevice;
+  props.location.id = dev;
+  cudaMemPool_t pool = nullptr;
+  check(cudaMemPoolCreate(&pool, &props), "cudaMemPoolCreate");
+  uint64_t keep = ~uint64_t(0);
+  check(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep), "cudaMemPoolSetAttribute");
+  pools.emplace(dev, pool);
+  return pool;
+}
+
+// Raise the dynamic shared-memory limit once per kernel instantiation and
+// device (keyed by Cfg and Mask: the function pointer type alone is shared by
+// configurations).
+template <class Cfg, class Mask, class Kernel>
 void allow_smem(Kernel k, int bytes) {
   if (bytes <= 48 * 1024) return;
   int dev = 0;
@@ -69,12 +98,13 @@ void launch_fwd(FwdArgs<typename Cfg::Elem>& a, const Mask& mask, cudaStream_t s
     a.ws_rows = s.varlen() ? s.total_q : s.batch * s.q_capacity;
     const size_t n = static_cast<size_t>(a.num_splits) * a.ws_rows * s.q_heads;
     void* ws = nullptr;
-    check(cudaMallocAsync(&ws, n * (Cfg::D + 1) * sizeof(float), stream), "cudaMallocAsync (split-KV workspace)");
+    check(cudaMallocFromPoolAsync(&ws, n * (Cfg::D + 1) * sizeof(float), workspace_pool(), stream),
+          "cudaMallocFromPoolAsync (split-KV workspace)");
     a.ws_out = static_cast<float*>(ws);
     a.ws_lse = a.ws_out + n * Cfg::D;
   }
   auto kernel = flash_fwd_kernel<Cfg, Mask>;
-  allow_smem(kernel, Cfg::kSmemBytes);
+  allow_smem<Cfg, Mask>(kernel, Cfg::kSmemBytes);
   const dim3 grid(static_cast<unsigned>(a.m_blocks * a.num_splits), static_cast<unsigned>(head_groups),
                   static_cast<unsigned>(s.batch));
   kernel<<<grid, Cfg::kThreads, Cfg::kSmemBytes, stream>>>(a, mask);
@@ -102,27 +132,33 @@ inline int plan_splits(int64_t work_units, int64_t kv_capacity, int block_n, int
 
 }  // namespace detail
 
-// Runs one forward call with head dim D (== Dv) fixed at compile time.
-template <int D, class T, class Mask>
-void forward_hdim(const AttentionParams<T>& p, const Mask& mask, cudaStream_t stream) {
+// One forward call with configuration Cfg. Decode (GQA packing + split-KV)
+// when `decode`, else one CTA per row block of one head.
+template <class Cfg, class T, class Mask>
+void forward_with(const AttentionParams<T>& p, const Mask& mask, cudaStream_t stream, bool decode) {
   constexpr float kLog2e = 1.4426950408889634f;
+  const ProblemShape& s = p.shape;
+  if (s.batch == 0 || s.q_capacity == 0 || s.q_heads == 0) return;
   FwdArgs<T> a;
   a.p = p;
   a.scale_log2 = p.scale * kLog2e;
-  const ProblemShape& s = p.shape;
-  if (s.batch == 0 || s.q_capacity == 0 || s.q_heads == 0) return;
-  if (s.q_capacity <= kDecodeMaxQueries) {
-    using Cfg = typename Configs<T, D>::Decode;
+  if (decode) {
     a.group_pack = static_cast<int>(s.group());
     const int64_t m_blocks = (s.q_capacity * a.group_pack + Cfg::kBlockM - 1) / Cfg::kBlockM;
     const int64_t units = s.batch * s.kv_heads * m_blocks;
     a.num_splits =
         detail::plan_splits(units, s.kv_capacity, Cfg::kBlockN, detail::device_info().sms, &a.tiles_per_split);
-    detail::launch_fwd<Cfg>(a, mask, stream);
-  } else {
-    using Cfg = typename Configs<T, D>::Prefill;
-    detail::launch_fwd<Cfg>(a, mask, stream);
   }
+  detail::launch_fwd<Cfg>(a, mask, stream);
+}
+
+// Runs one forward call with head dim D (== Dv) fixed at compile time.
+template <int D, class T, class Mask>
+void forward_hdim(const AttentionParams<T>& p, const Mask& mask, cudaStream_t stream) {
+  if (p.shape.q_capacity <= kDecodeMaxQueries)
+    forward_with<typename Configs<T, D>::Decode>(p, mask, stream, true);
+  else
+    forward_with<typename Configs<T, D>::Prefill>(p, mask, stream, false);
 }
 
 }  // namespace attnkit::cuda

@@ -1,0 +1,259 @@
+// attnkit_cuda_bench: the CUDA kernels on the shapes of issue 5 (bf16, BSHD).
+// Each measurement: warm-up, then reps timed one by one with CUDA events
+// around the call, L2 flushed (a 256 MiB memset) before every rep; the median
+// is reported. TFLOP/s count allowed pairs only (DESIGN §8):
+// 2 * (D + Dv) * pairs, pairs from the mask's own tile classification.
+// Decode: µs and GB/s of K + V read; plus the end-to-end latency of a B = 1
+// decode call measured on the host clock, launch and synchronisation included.
+//
+// Output: a human table on stdout and, with --csv FILE, one line per case:
+//   kind,name,mask,B,N,Hq,Hkv,D,ms,tflops,gbps,pairs
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <attnkit/attnkit.hpp>
+#include <attnkit/cuda/cuda.hpp>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+using namespace attnkit;
+
+namespace {
+
+void ok(cudaError_t e, const char* what) {
+  if (e != cudaSuccess) {
+    std::fprintf(stderr, "CUDA error %s: %s\n", what, cudaGetErrorString(e));
+    std::exit(1);
+  }
+}
+
+template <class T>
+T* dev_random(size_t n, uint64_t seed) {
+  std::vector<T> h(n);
+  std::mt19937_64 rng(seed);
+  std::uniform_real_distribution<float> d(-1.f, 1.f);
+  for (auto& x : h) x = T(d(rng));
+  T* p = nullptr;
+  ok(cudaMalloc(&p, n * sizeof(T)), "cudaMalloc");
+  ok(cudaMemcpy(p, h.data(), n * sizeof(T), cudaMemcpyHostToDevice), "cudaMemcpy");
+  return p;
+}
+
+// Allowed (i, j) pairs of one (batch, head), counted through classify: full
+// tiles by area, partial tiles element by element.
+template <class Mask>
+double count_pairs(const Mask& m, int64_t b, int64_t Sq, int64_t Sk) {
+  const SeqCtx ctx = SeqCtx::make(b, 0, Sq, Sk, Alignment::BottomRight);
+  const int64_t t = 64;
+  double n = 0;
+  for (int64_t i0 = 0; i0 < Sq; i0 += t)
+    for (int64_t j0 = 0; j0 < Sk; j0 += t) {
+      const int64_t i1 = std::min(i0 + t, Sq), j1 = std::min(j0 + t, Sk);
+      const TileKind k = m.classify(ctx, i0, i1, j0, j1);
+      if (k == TileKind::Full) n += double(i1 - i0) * double(j1 - j0);
+      if (k != TileKind::Partial) continue;
+      for (int64_t i = i0; i < i1; ++i)
+        for (int64_t j = j0; j < j1; ++j) n += m(ctx, i, j) ? 1 : 0;
+    }
+  return n;
+}
+
+struct Flusher {
+  void* buf = nullptr;
+  size_t bytes = size_t(256) << 20;
+  Flusher() { ok(cudaMalloc(&buf, bytes), "cudaMalloc flush"); }
+  void operator()() { ok(cudaMemsetAsync(buf, 0, bytes), "flush"); }
+};
+
+template <class F>
+double median_ms(F&& call, Flusher& flush, int reps) {
+  cudaEvent_t a, b;
+  ok(cudaEventCreate(&a), "event");
+  ok(cudaEventCreate(&b), "event");
+  for (int w = 0; w < 3; ++w) call();
+  std::vector<float> t;
+  for (int r = 0; r < reps; ++r) {
+    flush();
+    ok(cudaEventRecord(a), "record");
+    call();
+    ok(cudaEventRecord(b), "record");
+    ok(cudaEventSynchronize(b), "sync");
+    float ms = 0;
+    ok(cudaEventElapsedTime(&ms, a, b), "elapsed");
+    t.push_back(ms);
+  }
+  std::sort(t.begin(), t.end());
+  cudaEventDestroy(a);
+  cudaEventDestroy(b);
+  return t[t.size() / 2];
+}
+
+FILE* g_csv = nullptr;
+
+void report(const char* kind, const std::string& name, const char* mask, int64_t B, int64_t N, int64_t Hq, int64_t Hkv,
+            int64_t D, double ms, double tflops, double gbps, double pairs) {
+  std::printf("%-7s %-34s %-10s ms %9.4f  TFLOP/s %7.1f  GB/s %7.1f\n", kind, name.c_str(), mask, ms, tflops, gbps);
+  std::fflush(stdout);
+  if (g_csv)
+    std::fprintf(g_csv, "%s,%s,%s,%lld,%lld,%lld,%lld,%lld,%.6f,%.3f,%.3f,%.0f\n", kind, name.c_str(), mask,
+                 (long long)B, (long long)N, (long long)Hq, (long long)Hkv, (long long)D, ms, tflops, gbps, pairs);
+}
+
+using T = bfloat16;
+
+// One prefill shape: B x N self attention, Hq / Hkv heads, kernel config Cfg.
+template <class Cfg, class Mask>
+void prefill_cfg(const char* tag, const char* mask_name, const Mask& mask_host, const Mask& mask_dev, int64_t B,
+                 int64_t N, int64_t Hq, int64_t Hkv, Flusher& flush, int reps) {
+  constexpr int D = Cfg::D;
+  T* q = dev_random<T>(size_t(B * N * Hq * D), 1);
+  T* k = dev_random<T>(size_t(B * N * Hkv * D), 2);
+  T* v = dev_random<T>(size_t(B * N * Hkv * D), 3);
+  T* o = nullptr;
+  ok(cudaMalloc(&o, size_t(B * N * Hq * D) * sizeof(T)), "cudaMalloc");
+  AttentionOptions opts;
+  const auto p = make_params<T>(Tensor4<const T>(q, {B, N, Hq, D}), Tensor4<const T>(k, {B, N, Hkv, D}),
+                                Tensor4<const T>(v, {B, N, Hkv, D}), Tensor4<T>(o, {B, N, Hq, D}), opts, false);
+  double pairs = 0;
+  for (int64_t b = 0; b < B; ++b) pairs += count_pairs(mask_host, b, N, N);
+  pairs *= double(Hq);
+  const double ms = median_ms([&] { cuda::forward_with<Cfg>(p, mask_dev, nullptr, false); }, flush, reps);
+  const double tflops = 2.0 * (2 * D) * pairs / (ms * 1e-3) / 1e12;
+  const std::string name = std::string(tag) + "B" + std::to_string(B) + " N" + std::to_string(N) + " H" +
+                           std::to_string(Hq) + "/" + std::to_string(Hkv) + " D" + std::to_string(D);
+  report(tag[0] ? "variant" : "prefill", name, mask_name, B, N, Hq, Hkv, D, ms, tflops, 0, pairs);
+  cudaFree(q), cudaFree(k), cudaFree(v), cudaFree(o);
+}
+template <int D, class Mask>
+void prefill(const char* mask_name, const Mask& mask_host, const Mask& mask_dev, int64_t B, int64_t N, int64_t Hq,
+             int64_t Hkv, Flusher& flush, int reps) {
+  prefill_cfg<typename cuda::Configs<T, D>::Prefill>("", mask_name, mask_host, mask_dev, B, N, Hq, Hkv, flush, reps);
+}
+
+template <class Cfg>
+void decode_cfg(const char* tag, int64_t B, int64_t kv, Flusher& flush, int reps, bool latency) {
+  constexpr int D = 128;
+  const int64_t Hq = 32, Hkv = 8;
+  T* q = dev_random<T>(size_t(B * Hq * D), 4);
+  T* k = dev_random<T>(size_t(B * kv * Hkv * D), 5);
+  T* v = dev_random<T>(size_t(B * kv * Hkv * D), 6);
+  T* o = nullptr;
+  ok(cudaMalloc(&o, size_t(B * Hq * D) * sizeof(T)), "cudaMalloc");
+  AttentionOptions opts;
+  const auto p = make_params<T>(Tensor4<const T>(q, {B, 1, Hq, D}), Tensor4<const T>(k, {B, kv, Hkv, D}),
+                                Tensor4<const T>(v, {B, kv, Hkv, D}), Tensor4<T>(o, {B, 1, Hq, D}), opts, false);
+  const double pairs = double(B) * Hq * kv;
+  const double bytes = double(B) * kv * Hkv * D * 2 * 2;
+  const double ms = median_ms([&] { cuda::forward_with<Cfg>(p, CausalMask{}, nullptr, true); }, flush, reps);
+  const std::string name =
+      std::string(tag) + "decode B" + std::to_string(B) + " kv" + std::to_string(kv) + " H32/8 D128";
+  report(tag[0] ? "variant" : "decode", name, "causal", B, kv, Hq, Hkv, D, ms, 4.0 * D * pairs / (ms * 1e-3) / 1e12,
+         bytes / (ms * 1e-3) / 1e9, pairs);
+  if (latency) {
+    // End to end as a caller sees it: the public entry (placement checks,
+    // validation, launch of both kernels) plus a stream sync, host clock.
+    const Tensor4<const T> qv(q, {B, 1, Hq, D}), kv_(k, {B, kv, Hkv, D}), vv(v, {B, kv, Hkv, D});
+    const Tensor4<T> ov(o, {B, 1, Hq, D});
+    auto call = [&] {
+      const bool dev = cuda::on_device(qv.data, kv_.data, vv.data, ov.data);
+      (void)dev;
+      const auto pp = make_params<T>(qv, kv_, vv, ov, opts, false);
+      cuda::attention_forward(pp, CausalMask{}, opts);
+      ok(cudaStreamSynchronize(nullptr), "sync");
+    };
+    for (int w = 0; w < 20; ++w) call();
+    std::vector<double> t;
+    for (int r = 0; r < 200; ++r) {
+      const auto t0 = std::chrono::steady_clock::now();
+      call();
+      t.push_back(std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count());
+    }
+    std::sort(t.begin(), t.end());
+    report("latency", "decode e2e B" + std::to_string(B) + " kv" + std::to_string(kv), "causal", B, kv, Hq, Hkv, D,
+           t[t.size() / 2] * 1e-3, 0, 0, pairs);
+  }
+  cudaFree(q), cudaFree(k), cudaFree(v), cudaFree(o);
+}
+void decode(int64_t B, int64_t kv, Flusher& flush, int reps, bool latency) {
+  decode_cfg<cuda::Configs<T, 128>::Decode>("", B, kv, flush, reps, latency);
+}
+
+// Kernel configurations tried against the defaults (warps, m-tiles per warp,
+// key tile): what moves, and by how much, goes to NOTES.md.
+void variants(Flusher& flush, int reps) {
+  using cuda::FwdConfig;
+  prefill_cfg<FwdConfig<T, 128, 8, 1, 64>>("w8m1n64 ", "causal", CausalMask{}, CausalMask{}, 8, 4096, 16, 16, flush,
+                                           reps);
+  prefill_cfg<FwdConfig<T, 128, 4, 2, 32>>("w4m2n32 ", "causal", CausalMask{}, CausalMask{}, 8, 4096, 16, 16, flush,
+                                           reps);
+  prefill_cfg<FwdConfig<T, 128, 4, 1, 32>>("w4m1n32 ", "causal", CausalMask{}, CausalMask{}, 8, 4096, 16, 16, flush,
+                                           reps);
+  prefill_cfg<FwdConfig<T, 128, 8, 1, 64>>("w8m1n64 ", "full", FullMask{}, FullMask{}, 8, 4096, 16, 16, flush, reps);
+  prefill_cfg<FwdConfig<T, 128, 4, 2, 32>>("w4m2n32 ", "full", FullMask{}, FullMask{}, 8, 4096, 16, 16, flush, reps);
+  prefill_cfg<FwdConfig<T, 64, 4, 2, 32>>("w4m2n32 ", "full", FullMask{}, FullMask{}, 8, 4096, 32, 32, flush, reps);
+  prefill_cfg<FwdConfig<T, 64, 8, 1, 64>>("w8m1n64 ", "full", FullMask{}, FullMask{}, 8, 4096, 32, 32, flush, reps);
+  prefill_cfg<FwdConfig<T, 64, 4, 2, 64>>("w4m2n64 ", "full", FullMask{}, FullMask{}, 8, 4096, 32, 32, flush, reps);
+  decode_cfg<FwdConfig<T, 128, 1, 1, 128>>("w1n128 ", 8, 131072, flush, reps, false);
+  decode_cfg<FwdConfig<T, 128, 1, 1, 32>>("w1n32 ", 8, 131072, flush, reps, false);
+  decode_cfg<FwdConfig<T, 128, 1, 1, 128>>("w1n128 ", 1, 4096, flush, reps, false);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  int reps = 20;
+  bool quick = false, try_variants = false;
+  for (int a = 1; a < argc; ++a) {
+    if (!std::strcmp(argv[a], "--csv") && a + 1 < argc) g_csv = std::fopen(argv[++a], "w");
+    if (!std::strcmp(argv[a], "--reps") && a + 1 < argc) reps = std::atoi(argv[++a]);
+    if (!std::strcmp(argv[a], "--quick")) quick = true;
+    if (!std::strcmp(argv[a], "--variants")) try_variants = true;
+  }
+  int n = 0;
+  if (cudaGetDeviceCount(&n) != cudaSuccess || n == 0) {
+    std::printf("attnkit_cuda_bench: no usable CUDA device\n");
+    return 77;
+  }
+  cudaDeviceProp prop{};
+  ok(cudaGetDeviceProperties(&prop, 0), "props");
+  std::printf("device: %s, %d SMs, L2 %d MiB\n", prop.name, prop.multiProcessorCount, prop.l2CacheSize >> 20);
+  if (g_csv) std::fprintf(g_csv, "kind,name,mask,B,N,Hq,Hkv,D,ms,tflops,gbps,pairs\n");
+  Flusher flush;
+  if (try_variants) variants(flush, reps);
+
+  const std::vector<int64_t> Ns = quick ? std::vector<int64_t>{4096} : std::vector<int64_t>{1024, 4096, 16384};
+  for (int64_t N : Ns) {
+    const int64_t B = 32768 / N;
+    prefill<128>("full", FullMask{}, FullMask{}, B, N, 16, 16, flush, reps);
+    prefill<128>("causal", CausalMask{}, CausalMask{}, B, N, 16, 16, flush, reps);
+    prefill<64>("full", FullMask{}, FullMask{}, B, N, 32, 32, flush, reps);
+    prefill<64>("causal", CausalMask{}, CausalMask{}, B, N, 32, 32, flush, reps);
+  }
+  prefill<128>("causal", CausalMask{}, CausalMask{}, 8, 4096, 32, 8, flush, reps);  // GQA
+  for (int64_t w : {1024, 4096}) {
+    const std::string name = "window" + std::to_string(w);
+    prefill<128>(name.c_str(), SlidingWindowMask(w), SlidingWindowMask(w), 2, 16384, 16, 16, flush, reps);
+  }
+  prefill<128>("prefix1024", PrefixLMMask(1024), PrefixLMMask(1024), 8, 4096, 16, 16, flush, reps);
+  {
+    // 4 equal documents per sequence, causal inside each (flex's document shape).
+    const int64_t B = 2, N = 16384;
+    std::vector<int32_t> ids(size_t(B * N));
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t j = 0; j < N; ++j) ids[size_t(b * N + j)] = int32_t(j / (N / 4));
+    int32_t* d_ids = nullptr;
+    ok(cudaMalloc(&d_ids, ids.size() * 4), "cudaMalloc");
+    ok(cudaMemcpy(d_ids, ids.data(), ids.size() * 4, cudaMemcpyHostToDevice), "cudaMemcpy");
+    prefill<128>("document4", DocumentMask(ids.data(), N) & CausalMask{}, DocumentMask(d_ids, N) & CausalMask{}, B, N,
+                 16, 16, flush, reps);
+    cudaFree(d_ids);
+  }
+  for (int64_t B : {1, 8})
+    for (int64_t kv : {4096, 32768, 131072}) decode(B, kv, flush, reps, B == 1 && kv == 4096);
+  if (g_csv) std::fclose(g_csv);
+  return 0;
+}

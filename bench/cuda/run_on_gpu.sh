@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# One call on the GPU machine: CUDA tests, a compute-sanitizer memcheck subset,
+# the CUDA benchmarks and the PyTorch comparison on the same shapes; the
+# table is printed last, full logs go to $OUT.
+#
+# Build here first (never on the GPU machine):
+#   cmake -S . -B .gpu/build -DCMAKE_CUDA_ARCHITECTURES=90 && \
+#   cmake --build .gpu/build --target attnkit_cuda_tests attnkit_cuda_bench -j2
+#   cp .gpu/build/tests/cuda/attnkit_cuda_tests .gpu/build/bench/cuda/attnkit_cuda_bench .gpu/
+#   cp -L "$(dirname "$(which nvcc)")/../lib/libcudart.so.13" .gpu/ && strip .gpu/attnkit_cuda_*
+# then run `bash bench/cuda/run_on_gpu.sh` there with .gpu carried.
+# Knobs: TESTS=0 SANITIZE=0 BENCH=0 TORCH=0 VARIANTS=1 REPS=20.
+set -u
+OUT=${OUT:-/tmp/attnkit_gpu_out}
+mkdir -p "$OUT"
+HERE=$(cd "$(dirname "$0")" && pwd)
+BIN=${BIN:-$HERE/../../.gpu}
+export LD_LIBRARY_PATH=$BIN:${LD_LIBRARY_PATH:-}
+export PYTHONUNBUFFERED=1
+REPS=${REPS:-20}
+
+nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem,temperature.gpu --format=csv,noheader | tee "$OUT/device.txt"
+
+summary=()
+if [ "${TESTS:-1}" = 1 ]; then
+  timeout 400 "$BIN/attnkit_cuda_tests" >"$OUT/tests.log" 2>&1
+  rc=$?
+  summary+=("tests: rc=$rc $(grep -E '^(test cases|All tests passed)' "$OUT/tests.log" | tail -1)")
+fi
+if [ "${SANITIZE:-1}" = 1 ]; then
+  timeout 300 compute-sanitizer --tool memcheck --error-exitcode 3 "$BIN/attnkit_cuda_tests" \
+    "[padded],[varlen],[masked],[logits],[align],cuda masks: document & causal,cuda masks: block sparse & causal" \
+    >"$OUT/memcheck.log" 2>&1
+  rc=$?
+  summary+=("memcheck: rc=$rc $(grep -E 'ERROR SUMMARY' "$OUT/memcheck.log" | tail -1) $(grep -E '^(test cases|All tests passed)' "$OUT/memcheck.log" | tail -1)")
+fi
+if [ "${BENCH:-1}" = 1 ]; then
+  extra=""
+  [ "${VARIANTS:-0}" = 1 ] && extra="--variants"
+  timeout 300 "$BIN/attnkit_cuda_bench" --csv "$OUT/attnkit.csv" --reps "$REPS" $extra >"$OUT/bench.log" 2>&1
+  summary+=("bench: rc=$?")
+  grep -E "^variant" "$OUT/bench.log"
+fi
+if [ "${TORCH:-1}" = 1 ] && [ -f "$OUT/attnkit.csv" ]; then
+  timeout 400 python3 "$HERE/torch_compare.py" --attnkit "$OUT/attnkit.csv" --reps "$REPS" --out "$OUT/torch.csv" \
+    >"$OUT/torch.log" 2>&1
+  summary+=("torch: rc=$?")
+fi
+echo
+printf '%s\n' "${summary[@]}"
+[ -f "$OUT/torch.log" ] && sed -n '/^=====/,$p' "$OUT/torch.log"
+[ -f "$OUT/torch.log" ] || cat "$OUT/bench.log" 2>/dev/null
