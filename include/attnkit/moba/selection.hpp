@@ -53,7 +53,7 @@ ATTNKIT_HDI int64_t num_candidates(int64_t own, int64_t block_size, int64_t kv_l
 struct TopList {
   ATTNKIT_HDI static void insert(float score, int32_t block, float* best_score, int32_t* best_block, int64_t& n,
                                  int64_t cap) {
-    if (n == cap && !(score > best_score[n - 1])) return;  // NaN scores are never taken over a number
+    if (cap <= 0 || (n == cap && !(score > best_score[n - 1]))) return;  // NaN scores are never taken over a number
     int64_t pos = n < cap ? n : cap - 1;
     while (pos > 0 && score > best_score[pos - 1]) {
       best_score[pos] = best_score[pos - 1];
@@ -250,8 +250,8 @@ void select_rows(const AttentionParams<T>& p, const MobaMeansView& mv, const Mob
         const int64_t want = std::min<int64_t>(cfg.top_k - 1, nc);
         int32_t* best = g.best_block.data();
         int64_t n = 0;
-        if (want == nc) {  // every candidate is taken: no scores needed
-          for (int64_t c = 0; c < nc; ++c) best[n++] = static_cast<int32_t>(c);
+        if (want == nc || want == 0) {  // every candidate (or none) is taken: no scores needed
+          for (int64_t c = 0; c < want; ++c) best[n++] = static_cast<int32_t>(c);
         } else {
           const T* qr = p.q_row(b, i, h);
           for (int64_t d = 0; d < D; ++d) g.q[static_cast<size_t>(d)] = to_float(qr[d]);
