@@ -92,6 +92,7 @@ inline int thread_count(int requested) {
 // cheap; without this the scalar conversion dominated apply_rope 3-6x.
 inline void store_row(const float* src, bfloat16* dst, int n) {
   uint16_t* out = reinterpret_cast<uint16_t*>(dst);
+  ATTNKIT_ROPE_SIMD
   for (int d = 0; d < n; ++d) {
     uint32_t u;
     std::memcpy(&u, src + d, 4);

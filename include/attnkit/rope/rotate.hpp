@@ -16,6 +16,14 @@
 #include "attnkit/core/macros.hpp"
 #include "attnkit/rope/frequencies.hpp"
 
+// Host builds with OpenMP vectorise the rotation loops even at -O2 (GCC's
+// -O2 cost model leaves them scalar); elsewhere it expands to nothing.
+#if defined(_OPENMP) && !defined(__CUDA_ARCH__)
+#define ATTNKIT_ROPE_SIMD _Pragma("omp simd")
+#else
+#define ATTNKIT_ROPE_SIMD
+#endif
+
 namespace attnkit {
 namespace rope {
 
@@ -34,6 +42,7 @@ ATTNKIT_HDI void rotate_pair(const RopeParams& p, float* x, int i, float c, floa
 ATTNKIT_HDI void rotate_with(const RopeParams& p, float* x, const float* cos, const float* sin) {
   const int n = p.pairs;
   if (p.style == RopeStyle::Interleaved) {
+    ATTNKIT_ROPE_SIMD
     for (int i = 0; i < n; ++i) {
       const float x0 = x[2 * i], x1 = x[2 * i + 1];
       x[2 * i] = x0 * cos[i] - x1 * sin[i];
@@ -42,6 +51,7 @@ ATTNKIT_HDI void rotate_with(const RopeParams& p, float* x, const float* cos, co
   } else {
     float* lo = x;
     float* hi = x + n;
+    ATTNKIT_ROPE_SIMD
     for (int i = 0; i < n; ++i) {
       const float x0 = lo[i], x1 = hi[i];
       lo[i] = x0 * cos[i] - x1 * sin[i];
