@@ -33,6 +33,15 @@
 #include "attnkit/moba/block_means.hpp"
 #include "attnkit/moba/config.hpp"
 
+// Full unrolling keeps the gate's accumulator arrays in registers.
+#if defined(__GNUC__) && !defined(__clang__) && !defined(__CUDACC__)
+#define ATTNKIT_MOBA_UNROLL _Pragma("GCC unroll 16")
+#elif defined(__clang__)
+#define ATTNKIT_MOBA_UNROLL _Pragma("unroll")
+#else
+#define ATTNKIT_MOBA_UNROLL
+#endif
+
 namespace attnkit {
 
 namespace moba {
@@ -183,28 +192,53 @@ inline int64_t selection_slots(const ProblemShape& s, const MobaConfig& cfg) {
   return std::min(cfg.top_k, max_blocks);
 }
 
-// Gate scores of one query row (fp32, unscaled) against blocks [0, nc):
-// score[c] = sum_d q[d] * mean[d][c], each block's sum in the same order
-// (d ascending, fused multiply-adds), so equal means give equal scores.
-inline void gate_scores(const float* q, int64_t D, const float* mean_t, int64_t stride, int64_t nc, float* score) {
+// Gate scores of R query rows (fp32, unscaled) against blocks [0, nc):
+// score[r][c] = sum_d q[r][d] * mean[d][c]. Every (row, block) sum runs in
+// the same order (d ascending, fused multiply-adds) whatever R and the
+// vector position, so equal means give bit-equal scores (exact ties) and
+// results do not depend on how rows are grouped. R rows share each load of
+// the means (GQA: the heads of one query read the same kv head's means).
+template <int R>
+void gate_scores(const float* const* q, int64_t D, const float* mean_t, int64_t stride, int64_t nc,
+                 float* const* score) {
   using B = cpu::WideBatch;
   constexpr int64_t L = static_cast<int64_t>(B::size);
+  constexpr int NV = cpu::kVectorRegisters >= 32 ? 4 : 2;  // vectors of blocks per pass
   const int64_t nv = (nc + L - 1) / L;
   int64_t v = 0;
-  for (; v + 4 <= nv; v += 4) {
-    B acc[4] = {B(0.0f), B(0.0f), B(0.0f), B(0.0f)};
+  for (; v + NV <= nv; v += NV) {
+    B acc[R][NV];
+    ATTNKIT_MOBA_UNROLL
+    for (int r = 0; r < R; ++r) ATTNKIT_MOBA_UNROLL
+    for (int u = 0; u < NV; ++u) acc[r][u] = B(0.0f);
     const float* m = mean_t + v * L;
     for (int64_t d = 0; d < D; ++d) {
-      const B qd(q[d]);
-      for (int u = 0; u < 4; ++u) acc[u] = xsimd::fma(qd, B::load_unaligned(m + d * stride + u * L), acc[u]);
+      B mv[NV];
+      ATTNKIT_MOBA_UNROLL
+      for (int u = 0; u < NV; ++u) mv[u] = B::load_unaligned(m + d * stride + u * L);
+      ATTNKIT_MOBA_UNROLL
+      for (int r = 0; r < R; ++r) {
+        const B qd(q[r][d]);
+        ATTNKIT_MOBA_UNROLL
+        for (int u = 0; u < NV; ++u) acc[r][u] = xsimd::fma(qd, mv[u], acc[r][u]);
+      }
     }
-    for (int u = 0; u < 4; ++u) acc[u].store_unaligned(score + (v + u) * L);
+    ATTNKIT_MOBA_UNROLL
+    for (int r = 0; r < R; ++r) ATTNKIT_MOBA_UNROLL
+    for (int u = 0; u < NV; ++u) acc[r][u].store_unaligned(score[r] + (v + u) * L);
   }
   for (; v < nv; ++v) {
-    B acc(0.0f);
+    B acc[R];
+    ATTNKIT_MOBA_UNROLL
+    for (int r = 0; r < R; ++r) acc[r] = B(0.0f);
     const float* m = mean_t + v * L;
-    for (int64_t d = 0; d < D; ++d) acc = xsimd::fma(B(q[d]), B::load_unaligned(m + d * stride), acc);
-    acc.store_unaligned(score + v * L);
+    for (int64_t d = 0; d < D; ++d) {
+      const B mv = B::load_unaligned(m + d * stride);
+      ATTNKIT_MOBA_UNROLL
+      for (int r = 0; r < R; ++r) acc[r] = xsimd::fma(B(q[r][d]), mv, acc[r]);
+    }
+    ATTNKIT_MOBA_UNROLL
+    for (int r = 0; r < R; ++r) acc[r].store_unaligned(score[r] + v * L);
   }
 }
 
@@ -214,53 +248,80 @@ struct GateScratch {
 };
 
 // Fills sel (already sized) for every valid query row of p. Work items are
-// (sequence, kv head, tile of queries); every row is computed by the same
-// code alone, so the result does not depend on the thread count.
+// (sequence, kv head, tile of queries); the heads of one query are scored
+// together (up to 4 at a time, sharing the loads of the block means).
 template <class T>
 void select_rows(const AttentionParams<T>& p, const MobaMeansView& mv, const MobaConfig& cfg, int threads,
                  MobaSelection& sel) {
   const ProblemShape& s = p.shape;
   const int64_t D = s.head_dim, Hq = s.q_heads, group = s.group(), slots = sel.slots;
-  constexpr int64_t kTile = 64;
+  constexpr int64_t kTile = 64, kR = 4;
   const int64_t tiles = (s.q_capacity + kTile - 1) / kTile;
   const int64_t per_seq = s.kv_heads * tiles;
+  const int64_t sstride = mv.stride + 16;
   cpu::parallel_for<GateScratch>(s.batch * per_seq, threads, [&](int64_t item, GateScratch& g) {
     const int64_t b = item / per_seq, kvh = (item % per_seq) / tiles, t = item % tiles;
     const int64_t lq = s.q_len(b), lk = s.kv_len(b);
     const int64_t i0 = t * kTile, i1 = std::min(lq, i0 + kTile);
     if (i0 >= i1) return;
-    g.q.resize(static_cast<size_t>(D));
-    g.score.resize(static_cast<size_t>(mv.stride + 16));
+    g.q.resize(static_cast<size_t>(kR * D));
+    g.score.resize(static_cast<size_t>(kR * sstride));
     g.best_score.resize(static_cast<size_t>(slots));
     g.best_block.resize(static_cast<size_t>(slots));
     const SeqCtx ctx = s.ctx(b, 0);
     const float* mean_t = mv.of(b, kvh);
+    const float* qp[kR];
+    float* sp[kR];
+    for (int64_t r = 0; r < kR; ++r) {
+      qp[r] = g.q.data() + r * D;
+      sp[r] = g.score.data() + r * sstride;
+    }
     for (int64_t i = i0; i < i1; ++i) {
       const int64_t own = own_block(ctx.pos(i), cfg.block_size);
       const int64_t nc = num_candidates(own, cfg.block_size, lk);
+      const int64_t want = own < 0 ? 0 : std::min<int64_t>(cfg.top_k - 1, nc);
+      const bool score = want > 0 && want < nc;
       const int64_t row = sel.row_of(b, i);
-      for (int64_t h = kvh * group; h < (kvh + 1) * group; ++h) {
-        const int64_t idx = row * Hq + h;
-        int32_t* out = &sel.blocks[static_cast<size_t>(idx * slots)];
-        int32_t& cnt = sel.count[static_cast<size_t>(idx)];
-        if (own < 0) {
-          cnt = 0;
-          continue;
+      for (int64_t h0 = kvh * group; h0 < (kvh + 1) * group; h0 += kR) {
+        const int64_t nr = std::min<int64_t>(kR, (kvh + 1) * group - h0);
+        if (score) {
+          for (int64_t r = 0; r < nr; ++r) {
+            const T* qr = p.q_row(b, i, h0 + r);
+            float* qf = g.q.data() + r * D;
+            for (int64_t d = 0; d < D; ++d) qf[d] = to_float(qr[d]);
+          }
+          switch (nr) {
+            case 4:
+              gate_scores<4>(qp, D, mean_t, mv.stride, nc, sp);
+              break;
+            case 3:
+              gate_scores<3>(qp, D, mean_t, mv.stride, nc, sp);
+              break;
+            case 2:
+              gate_scores<2>(qp, D, mean_t, mv.stride, nc, sp);
+              break;
+            default:
+              gate_scores<1>(qp, D, mean_t, mv.stride, nc, sp);
+              break;
+          }
         }
-        const int64_t want = std::min<int64_t>(cfg.top_k - 1, nc);
-        int32_t* best = g.best_block.data();
-        int64_t n = 0;
-        if (want == nc || want == 0) {  // every candidate (or none) is taken: no scores needed
-          for (int64_t c = 0; c < want; ++c) best[n++] = static_cast<int32_t>(c);
-        } else {
-          const T* qr = p.q_row(b, i, h);
-          for (int64_t d = 0; d < D; ++d) g.q[static_cast<size_t>(d)] = to_float(qr[d]);
-          gate_scores(g.q.data(), D, mean_t, mv.stride, nc, g.score.data());
-          for (int64_t c = 0; c < nc; ++c)
-            TopList::insert(g.score[static_cast<size_t>(c)], static_cast<int32_t>(c), g.best_score.data(), best, n,
-                            want);
+        for (int64_t r = 0; r < nr; ++r) {
+          const int64_t idx = row * Hq + h0 + r;
+          int32_t& cnt = sel.count[static_cast<size_t>(idx)];
+          if (own < 0) {
+            cnt = 0;
+            continue;
+          }
+          int32_t* best = g.best_block.data();
+          int64_t n = 0;
+          if (!score) {  // every candidate (or none) is taken: no scores needed
+            for (int64_t c = 0; c < want; ++c) best[n++] = static_cast<int32_t>(c);
+          } else {
+            for (int64_t c = 0; c < nc; ++c)
+              TopList::insert(sp[r][c], static_cast<int32_t>(c), g.best_score.data(), best, n, want);
+          }
+          cnt = static_cast<int32_t>(finish_row(best, n, own, &sel.blocks[static_cast<size_t>(idx * slots)]));
         }
-        cnt = static_cast<int32_t>(finish_row(best, n, own, out));
       }
     }
   });
