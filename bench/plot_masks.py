@@ -2,7 +2,7 @@
 """Plot the mask-strategy benchmarks of attnkit_bench.
 
     attnkit_bench --benchmark_filter=masks --benchmark_format=json > masks.json
-    python3 bench/plot_masks.py masks.json [bench/mask_strategies.png]
+    python3 bench/plot_masks.py masks.json [bench/mask_strategies.png] [--note "text"]
 
 One panel per mask, wall time per call (log) against N (log), one line per
 strategy: dense (materialised additive mask inside the fused kernel),
@@ -11,6 +11,7 @@ mask with tile skipping) and eigen (materialised Eigen baseline, N <= 4096).
 With --benchmark_repetitions the median aggregate is used; without, the median
 of the runs of each benchmark.
 """
+import argparse
 import json
 import statistics
 import sys
@@ -65,12 +66,15 @@ def load(path):
 
 
 def main():
-    if len(sys.argv) < 2:
-        sys.exit(__doc__)
-    out = sys.argv[2] if len(sys.argv) > 2 else "bench/mask_strategies.png"
-    t = load(sys.argv[1])
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("json", help="attnkit_bench --benchmark_format=json output")
+    ap.add_argument("png", nargs="?", default="bench/mask_strategies.png")
+    ap.add_argument("--note", default="", help="extra line under the panel legend (run conditions)")
+    args = ap.parse_args()
+    out = args.png
+    t = load(args.json)
     if not t:
-        sys.exit("no masks/<mask>/<strategy>/<N> benchmarks in " + sys.argv[1])
+        sys.exit("no masks/<mask>/<strategy>/<N> benchmarks in " + args.json)
     fig, axes = plt.subplots(2, 3, figsize=(15, 9))
     axes = axes.ravel()
     for ax, (mask, title) in zip(axes, MASKS):
@@ -102,8 +106,8 @@ def main():
     axes[-1].legend(handles, labels, loc="center", fontsize=12)
     axes[-1].text(
         0.5,
-        0.12,
-        "B=1, Hq=8, Hkv=2, D=128, fp32, 2 threads\nmedian wall time per call",
+        0.05,
+        "B=1, Hq=8, Hkv=2, D=128, fp32, 2 threads\nmedian wall time per call" + ("\n" + args.note if args.note else ""),
         ha="center",
         transform=axes[-1].transAxes,
     )
