@@ -7,6 +7,7 @@
 #include <cuda_runtime.h>
 
 #include <attnkit/cuda/cuda.hpp>
+#include <attnkit/rope/rope.hpp>
 #include <cstring>
 #include <limits>
 #include <string>
@@ -51,6 +52,7 @@ struct Case {
   std::vector<int32_t> seq_q, seq_k;     // varlen lengths (empty = padded)
   float softcap = 0.f;
   bool alibi = false, sink = false;
+  const RopeConfig* rope = nullptr;  // GPU rotates; the reference gets host-rotated copies
   cudaStream_t stream = nullptr;
   bool varlen() const { return !seq_q.empty(); }
 };
@@ -87,9 +89,12 @@ Outcome run_case(const Case& c, const MaskH& mask_host, const MaskD& mask_dev, E
     rows_q = c.B * c.Sq;
     rows_k = c.B * c.Sk;
   }
-  const auto hq = random_vector<T>(static_cast<size_t>(rows_q * c.Hq * D), rng);
-  const auto hk = random_vector<T>(static_cast<size_t>(rows_k * c.Hkv * D), rng);
-  const auto hv = random_vector<T>(static_cast<size_t>(rows_k * c.Hkv * D), rng);
+  auto hq = random_vector<T>(static_cast<size_t>(rows_q * c.Hq * D), rng);
+  auto hk = random_vector<T>(static_cast<size_t>(rows_k * c.Hkv * D), rng);
+  auto hv = random_vector<T>(static_cast<size_t>(rows_k * c.Hkv * D), rng);
+  // Zero-length tensors still need non-null data pointers (views of nothing).
+  for (auto* h : {&hq, &hk, &hv})
+    if (h->empty()) h->resize(8);
   std::vector<float> slopes, sinks;
   for (int64_t h = 0; h < c.Hq; ++h) {
     slopes.push_back(std::pow(2.0f, -8.0f * static_cast<float>(h + 1) / static_cast<float>(c.Hq)));
@@ -105,6 +110,27 @@ Outcome run_case(const Case& c, const MaskH& mask_host, const MaskD& mask_dev, E
   if (!c.kv_lens.empty()) oh.kv_lens = c.kv_lens.data();
 
   DevBuf<T> dq(hq), dk(hk), dv(hv), dout(static_cast<size_t>(rows_q * c.Hq * D));
+  if (c.rope) {
+    // The reference takes rotated q and k: rotate host copies at the DESIGN §2
+    // positions (keys at j, queries at p(i) = i + Lk - Lq or i).
+    std::vector<int64_t> qpos, kpos;
+    const int64_t nseq = c.varlen() ? static_cast<int64_t>(c.seq_q.size()) : c.B;
+    for (int64_t b = 0; b < nseq; ++b) {
+      const int64_t lq = c.varlen() ? c.seq_q[b] : c.Sq, lk = c.varlen() ? c.seq_k[b] : c.Sk;
+      for (int64_t i = 0; i < lq; ++i) qpos.push_back(c.align == Alignment::BottomRight ? i + lk - lq : i);
+      for (int64_t j = 0; j < lk; ++j) kpos.push_back(j);
+    }
+    ApplyRopeOptions aq, ak;
+    aq.positions = qpos.data();
+    ak.positions = kpos.data();
+    if (c.varlen()) {
+      apply_rope_varlen(Tensor3<T>(hq.data(), {rows_q, c.Hq, D}), cu_q.data(), nseq, *c.rope, aq);
+      apply_rope_varlen(Tensor3<T>(hk.data(), {rows_k, c.Hkv, D}), cu_k.data(), nseq, *c.rope, ak);
+    } else {
+      apply_rope(Tensor4<T>(hq.data(), {c.B, c.Sq, c.Hq, D}), *c.rope, aq);
+      apply_rope(Tensor4<T>(hk.data(), {c.B, c.Sk, c.Hkv, D}), *c.rope, ak);
+    }
+  }
   const size_t lse_n = static_cast<size_t>(c.varlen() ? c.Hq * rows_q : c.B * c.Hq * c.Sq);
   DevBuf<float> dlse(lse_n), dslopes(slopes), dsinks(sinks);
   DevBuf<int32_t> dql(c.q_lens.empty() ? std::vector<int32_t>{0} : c.q_lens);
@@ -121,6 +147,7 @@ Outcome run_case(const Case& c, const MaskH& mask_host, const MaskD& mask_dev, E
   od.q_lens = c.q_lens.empty() ? nullptr : dql.ptr;
   od.kv_lens = c.kv_lens.empty() ? nullptr : dkl.ptr;
   od.cuda_stream = c.stream;
+  od.rope = c.rope;
 
   ReferenceOutput ref;
   std::vector<T> naive;

@@ -57,9 +57,11 @@ TEST_CASE("cuda errors: placement, dtype, head dim, host side arrays", "[cuda][e
   const auto p = make_params<H>(t.qv(), t.kv(), t.vv(), t.ov(), o, false);
   CHECK(what_of([&] { cuda::attention_forward(p, CausalMask{}, o); }).find("lse") != std::string::npos);
   AttentionOptions o2;
-  RopeConfig* fake = reinterpret_cast<RopeConfig*>(&o2);  // only its presence is checked
-  o2.rope = fake;
-  CHECK(what_of([&] { cuda::attention_forward(p, CausalMask{}, o2); }).find("RoPE") != std::string::npos);
+  RopeConfig rerope = RopeConfig::standard(RopeStyle::Half);
+  rerope.relative = RopeRelative::ReRoPE;
+  rerope.window = 16;
+  o2.rope = &rerope;
+  CHECK(what_of([&] { cuda::attention_forward(p, CausalMask{}, o2); }).find("ReRoPE") != std::string::npos);
 
   DevBuf<float> fq(2 * 8 * 4 * 128), fk(2 * 8 * 2 * 128), fv(2 * 8 * 2 * 128), fo(2 * 8 * 4 * 128);
   const auto pf = make_params<float>(

@@ -139,3 +139,28 @@ TEST_CASE("cuda: a 1M-token KV cache (64-bit index math)", "[cuda][large]") {
   c.B = 2, c.Sq = 1, c.Sk = (int64_t(1) << 20) + 3, c.Hq = 2, c.Hkv = 1, c.D = 64;
   check_case<T, 64>(c, CausalMask{}, Entry::Dispatch);
 }
+
+TEST_CASE("cuda: RoPE (rotation pre-pass): styles, partial rotary, scalings, alignments, varlen", "[cuda][rope]") {
+  RopeConfig half = RopeConfig::standard(RopeStyle::Half);
+  RopeConfig inter = RopeConfig::standard(RopeStyle::Interleaved, 500000.0);
+  RopeConfig partial = RopeConfig::standard(RopeStyle::Half, 10000.0, 64);  // rotary_dim 64 of 128
+  RopeConfig llama3 = RopeConfig::standard(RopeStyle::Half, 500000.0);
+  llama3.scaling = RopeScaling::Llama3, llama3.factor = 8.0, llama3.original_max_position = 8192;
+  RopeConfig yarn = RopeConfig::standard(RopeStyle::Half);
+  yarn.scaling = RopeScaling::YaRN, yarn.factor = 4.0, yarn.original_max_position = 256;
+  for (const RopeConfig* cfg : {&half, &inter, &partial, &llama3, &yarn}) {
+    Case c;
+    c.B = 2, c.Sq = 100, c.Sk = 300, c.Hq = 8, c.Hkv = 2, c.rope = cfg;
+    check_case<T, 128>(c, CausalMask{}, Entry::Dispatch);
+    c.Sq = 3;  // decode
+    check_case<T, 128>(c, CausalMask{}, Entry::Dispatch);
+  }
+  Case c;
+  c.B = 1, c.Sq = 70, c.Sk = 50, c.Hq = 4, c.Hkv = 4, c.rope = &half, c.align = Alignment::TopLeft;
+  check_case<T, 128>(c, CausalMask{}, Entry::Dispatch);
+  Case v;
+  v.Hq = 4, v.Hkv = 2, v.rope = &inter;
+  v.seq_q = {30, 1, 65};
+  v.seq_k = {30, 200, 65};
+  check_case<T, 128>(v, CausalMask{}, Entry::Dispatch);
+}

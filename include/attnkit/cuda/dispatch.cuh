@@ -5,11 +5,14 @@
 // Device calls take device (or managed) pointers for everything the kernel
 // reads: lengths, cu_seqlens, lse, ALiBi slopes, sink logits, mask arrays.
 // Storage must be fp16 or bf16 (fp32 on the GPU is a clear Error: convert,
-// or run it on the host). Head dims 64, 96, 128, 256 with Dv == D.
+// or run it on the host). Head dims 64, 96, 128, 256 with Dv == D. RoPE
+// (absolute styles and scalings) runs as a rotation pre-pass (rope_prepass.cuh);
+// ReRoPE / Leaky ReRoPE are an Error on the GPU for now.
 #pragma once
 
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <string>
 #include <type_traits>
@@ -19,6 +22,9 @@
 #include "attnkit/core/params.hpp"
 #include "attnkit/cuda/check.cuh"
 #include "attnkit/cuda/launch.cuh"
+#include "attnkit/cuda/rope_prepass.cuh"
+#include "attnkit/rope/config.hpp"
+#include "attnkit/rope/frequencies.hpp"
 
 namespace attnkit::cuda {
 
@@ -83,7 +89,17 @@ void check_gpu_problem(const AttentionParams<T>& p, const AttentionOptions& o) {
         "or attnkit::bfloat16, or run on host memory");
   } else {
     const ProblemShape& s = p.shape;
-    if (o.rope) attnkit::detail::fail("fused RoPE is not yet available on the GPU; rotate q and k before the call");
+    if (o.rope && o.rope->relative != RopeRelative::None)
+      attnkit::detail::fail(
+          "ReRoPE / Leaky ReRoPE are not yet available on the GPU (they need two scores per pair inside the kernel)");
+    if (o.rope) {
+      detail::require_device_ptr(p.q_positions, "q_positions");
+      detail::require_device_ptr(p.kv_positions, "kv_positions");
+      if (o.rope->scaling == RopeScaling::DynamicNTK && (p.q_positions || p.kv_positions))
+        attnkit::detail::fail(
+            "dynamic NTK RoPE with device-resident positions is not supported on the GPU (its base depends on the "
+            "largest position); resolve the base on the host and use RopeScaling::NTK");
+    }
     if (s.v_head_dim != s.head_dim)
       attnkit::detail::fail_arg("v_head_dim", s.v_head_dim,
                                 attnkit::detail::concat("must equal head_dim (", s.head_dim, ") on the GPU"));
@@ -113,20 +129,31 @@ void attention_forward(const AttentionParams<T>& p, const Mask& mask, const Atte
     const ProblemShape& s = p.shape;
     if (s.batch == 0 || s.q_capacity == 0 || s.q_heads == 0) return;
     const auto stream = static_cast<cudaStream_t>(o.cuda_stream);
+    AttentionParams<T> run = p;
+    void* rope_ws = nullptr;
+    if (o.rope) {
+      // DynamicNTK's current length: 1 + the largest default position, bounded
+      // by the capacities (device-resident lengths are not read here).
+      const int64_t seq_len =
+          s.alignment == Alignment::BottomRight ? s.kv_capacity : std::max(s.q_capacity, s.kv_capacity);
+      const rope::RopeParams rp = rope::resolve(*o.rope, s.head_dim, seq_len);
+      run = rope_prepass(p, rp, stream, detail::workspace_pool(), &rope_ws);
+    }
     switch (s.head_dim) {
       case 64:
-        forward_hdim<64>(p, mask, stream);
+        forward_hdim<64>(run, mask, stream);
         break;
       case 96:
-        forward_hdim<96>(p, mask, stream);
+        forward_hdim<96>(run, mask, stream);
         break;
       case 128:
-        forward_hdim<128>(p, mask, stream);
+        forward_hdim<128>(run, mask, stream);
         break;
       default:
-        forward_hdim<256>(p, mask, stream);
+        forward_hdim<256>(run, mask, stream);
         break;
     }
+    if (rope_ws) detail::check(cudaFreeAsync(rope_ws, stream), "cudaFreeAsync (RoPE workspace)");
   } else {
     (void)mask;
   }

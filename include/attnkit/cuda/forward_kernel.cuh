@@ -4,8 +4,9 @@
 //  * a CTA owns kBlockM "packed rows" of one (batch, head group); each warp
 //    owns 16 * kMTiles of them, so every K/V fragment read from smem feeds
 //    kMTiles mma's; Q fragments stay in registers where they fit;
-//  * K and V tiles of kBlockN keys stream through shared memory with cp.async:
-//    V[n] loads while S = Q K[n]^T is computed, K[next] while O += P V[n];
+//  * K and V tiles of kBlockN keys stream through shared memory with cp.async
+//    in a two-stage pipeline: tile n is computed while the next non-empty
+//    tile loads (one barrier wait per tile);
 //  * smem rows are padded by 16 bytes, so the 8 rows an ldmatrix phase reads
 //    fall in 8 distinct 16-byte bank groups (conflict-free for every head dim,
 //    where a 3-bit XOR swizzle would not fit D = 96);
@@ -49,7 +50,8 @@ struct FwdConfig {
   static constexpr int kChunksPerRow = D / 8;  // 16-byte chunks
   static constexpr int kSmemQ = kBlockM * kStride * 2;
   static constexpr int kSmemKV = kBlockN * kStride * 2;
-  static constexpr int kSmemBytes = kSmemQ + 2 * kSmemKV;
+  static constexpr int kStages = 2;  // (K, V) tile buffers in flight
+  static constexpr int kSmemBytes = kSmemQ + kStages * 2 * kSmemKV;
   static_assert(D % 32 == 0 || D == 96, "head dim must be 64, 96, 128 or 256");
   static_assert(kBlockN % 16 == 0, "key tile must be a multiple of 16");
 };
@@ -146,9 +148,9 @@ __global__ void __launch_bounds__(Cfg::kThreads)
   constexpr int kNO = D / 8;        // 8-wide column blocks of O
 
   extern __shared__ __align__(16) unsigned char smem_raw[];
-  const uint32_t sQ = detail::smem_addr(smem_raw);  // shared-window byte addresses
-  const uint32_t sK = sQ + Cfg::kSmemQ;
-  const uint32_t sV = sK + Cfg::kSmemKV;
+  // Shared-window byte addresses: Q, then kStages (K, V) tile buffers.
+  const uint32_t sQ = detail::smem_addr(smem_raw);
+  const uint32_t sKV = sQ + Cfg::kSmemQ;
 
   const AttentionParams<T>& p = a.p;
   const ProblemShape& s = p.shape;
@@ -239,19 +241,32 @@ __global__ void __launch_bounds__(Cfg::kThreads)
       const T* src = ok ? q_base + i * p.q_layout.row_stride + h * p.q_layout.head_stride + col : p.q;
       detail::cp_async_16(sQ + (r * kStride + col) * 2, src, ok);
     }
-    load_kv(sK, k_base, p.k_layout.row_stride, n_first);
+    // Two-stage pipeline: tile n computes from one (K, V) buffer while the
+    // next non-empty tile loads into the other. One commit group per tile
+    // (empty groups too, so wait_group<1> always means "tile n has landed").
+    auto load_tile = [&](int stage, int64_t n) {
+      load_kv(sKV + stage * 2 * Cfg::kSmemKV, k_base, p.k_layout.row_stride, n);
+      load_kv(sKV + stage * 2 * Cfg::kSmemKV + Cfg::kSmemKV, v_base, p.v_layout.row_stride, n);
+    };
+    load_tile(0, n_first);
+    detail::cp_async_commit();
+    int64_t n_next = n_first < n_last ? cls.first_nonempty(n_first + 1, n_last + 1) : n_last + 1;
+    if (n_next <= n_last) load_tile(1, n_next);
     detail::cp_async_commit();
 
     uint32_t qf[Cfg::kQInRegs ? kMT : 1][Cfg::kQInRegs ? D / 16 : 1][4];
     // Per-thread ldmatrix base addresses (see mma.cuh for the lane -> row map).
     const uint32_t q_warp = sQ + ((warp * 16 * kMT + (lane % 16)) * kStride + (lane / 16) * 8) * 2;
-    const uint32_t k_frag = sK + (((lane % 8) + 8 * (lane / 16)) * kStride + 8 * ((lane / 8) % 2)) * 2;
-    const uint32_t v_frag = sV + (((lane % 8) + 8 * ((lane / 8) % 2)) * kStride + 8 * (lane / 16)) * 2;
+    const uint32_t k_lane = (((lane % 8) + 8 * (lane / 16)) * kStride + 8 * ((lane / 8) % 2)) * 2;
+    const uint32_t v_lane = (((lane % 8) + 8 * ((lane / 8) % 2)) * kStride + 8 * (lane / 16)) * 2 + Cfg::kSmemKV;
 
+    int stage = 0;
     for (int64_t n = n_first; n <= n_last;) {
       const TileKind kind = cls.range(n, n + 1);
-      detail::cp_async_wait<0>();
-      __syncthreads();  // K[n] (and Q) visible; every warp is done with V of the last tile
+      const uint32_t k_frag = sKV + stage * 2 * Cfg::kSmemKV + k_lane;
+      const uint32_t v_frag = sKV + stage * 2 * Cfg::kSmemKV + v_lane;
+      detail::cp_async_wait<1>();
+      __syncthreads();  // tile n (and Q) visible to every warp
       if constexpr (Cfg::kQInRegs) {
         if (n == n_first) {
 #pragma unroll
@@ -261,9 +276,6 @@ __global__ void __launch_bounds__(Cfg::kThreads)
               detail::ldmatrix_x4(qf[mt][kk], q_warp + (mt * 16 * kStride + kk * 16) * 2);
         }
       }
-      load_kv(sV, v_base, p.v_layout.row_stride, n);
-      detail::cp_async_commit();
-
       // S = Q K^T: each K fragment feeds every m-tile of the warp.
       float sc[kMT][kNS][4];
 #pragma unroll
@@ -362,15 +374,6 @@ __global__ void __launch_bounds__(Cfg::kThreads)
         }
       }
 
-      // Next non-empty tile; its K loads while P V runs.
-      const int64_t n_next = n < n_last ? cls.first_nonempty(n + 1, n_last + 1) : n_last + 1;
-      detail::cp_async_wait<0>();
-      __syncthreads();  // V[n] visible; every warp is done with K[n]
-      if (n_next <= n_last) {
-        load_kv(sK, k_base, p.k_layout.row_stride, n_next);
-        detail::cp_async_commit();
-      }
-
       // O += P V: two S column blocks form one A fragment of P; each V
       // fragment feeds every m-tile.
 #pragma unroll
@@ -394,7 +397,14 @@ __global__ void __launch_bounds__(Cfg::kThreads)
           }
         }
       }
+      // Refill this stage with the tile after next once every warp is done with it.
+      const int64_t n_after = n_next < n_last ? cls.first_nonempty(n_next + 1, n_last + 1) : n_last + 1;
+      __syncthreads();
+      if (n_after <= n_last) load_tile(stage, n_after);
+      detail::cp_async_commit();
       n = n_next;
+      n_next = n_after;
+      stage ^= 1;
     }
   }
 

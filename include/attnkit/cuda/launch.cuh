@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <map>
 #include <mutex>
+#include <utility>
 
 #include "attnkit/core/error.hpp"
 #include "attnkit/core/params.hpp"
@@ -25,7 +26,7 @@ namespace attnkit::cuda {
 template <class T, int D>
 struct Configs {
   using Prefill = FwdConfig<T, D, 4, 1, (D > 128 ? 32 : 64)>;
-  using Decode = FwdConfig<T, D, 1, 1, (D > 128 ? 32 : 64)>;
+  using Decode = FwdConfig<T, D, 1, 1, 32>;
 };
 
 // Queries per sequence up to which the decode path (GQA packing + split-KV) runs.
@@ -73,18 +74,22 @@ inline cudaMemPool_t workspace_pool() {
   return pool;
 }
 
-// Raise the dynamic shared-memory limit once per kernel instantiation and
-// device (keyed by Cfg and Mask: the function pointer type alone is shared by
-// configurations).
-template <class Cfg, class Mask, class Kernel>
+// Raise the dynamic shared-memory limit of a kernel above 48 KiB, once per
+// kernel and device. Keyed by the kernel's address, not by a per-template
+// flag: without -rdc each translation unit registers its own copy of a
+// template kernel, and the attribute is per copy.
+template <class Kernel>
 void allow_smem(Kernel k, int bytes) {
   if (bytes <= 48 * 1024) return;
   int dev = 0;
   check(cudaGetDevice(&dev), "cudaGetDevice");
-  static thread_local unsigned done = 0;  // bit per device
-  if (dev < 32 && (done >> dev) & 1u) return;
+  static std::mutex mu;
+  static std::map<std::pair<const void*, int>, bool> done;
+  std::lock_guard<std::mutex> lock(mu);
+  const auto key = std::make_pair(reinterpret_cast<const void*>(k), dev);
+  if (done.count(key)) return;
   check(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes), "cudaFuncSetAttribute");
-  if (dev < 32) done |= 1u << dev;
+  done[key] = true;
 }
 
 template <class Cfg, class Mask>
@@ -104,15 +109,14 @@ void launch_fwd(FwdArgs<typename Cfg::Elem>& a, const Mask& mask, cudaStream_t s
     a.ws_lse = a.ws_out + n * Cfg::D;
   }
   auto kernel = flash_fwd_kernel<Cfg, Mask>;
-  allow_smem<Cfg, Mask>(kernel, Cfg::kSmemBytes);
+  allow_smem(kernel, Cfg::kSmemBytes);
   const dim3 grid(static_cast<unsigned>(a.m_blocks * a.num_splits), static_cast<unsigned>(head_groups),
                   static_cast<unsigned>(s.batch));
   kernel<<<grid, Cfg::kThreads, Cfg::kSmemBytes, stream>>>(a, mask);
   check_launch("flash_fwd_kernel");
   if (a.num_splits > 1) {
-    const int64_t warps = s.q_capacity * s.q_heads;
-    const dim3 mgrid(static_cast<unsigned>((warps + kMergeWarps - 1) / kMergeWarps), static_cast<unsigned>(s.batch));
-    merge_splits_kernel<T><<<mgrid, 32 * kMergeWarps, 0, stream>>>(a);
+    const dim3 mgrid(static_cast<unsigned>(s.q_capacity * s.q_heads), static_cast<unsigned>(s.batch));
+    merge_splits_kernel<T, Cfg::D><<<mgrid, 32 * kMergeWarps, 0, stream>>>(a);
     check_launch("merge_splits_kernel");
     check(cudaFreeAsync(a.ws_out, stream), "cudaFreeAsync (split-KV workspace)");
   }
