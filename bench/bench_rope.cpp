@@ -11,9 +11,9 @@
 //        no_rope             attention alone (the floor)
 //        rerope_fused        prefill only: fused ReRoPE(w = 512), both branches near the window edge
 // Counter gflops: DESIGN §8, 2 * (D + Dv) * allowed pairs, the same for every
-// path of a shape (apply_only's time is reported against it too, so its
-// "gflops" reads as the attention rate it would leave room for). The config is
-// Llama-3.1's scaling in the half (Hugging Face) style.
+// attention path of a shape; decode adds gbps / bw_frac of K+V. apply_only
+// reports gbps of its own traffic (q and k read and written) instead. The
+// config is Llama-3.1's scaling in the half (Hugging Face) style.
 #if __has_include("attnkit/cpu/forward.hpp")
 
 // GCC 12 false positive (bug 105593) inside the AVX-512 intrinsic headers once
@@ -126,6 +126,12 @@ void BM_rope(benchmark::State& st, Shape s, Path path) {
     benchmark::ClobberMemory();
   }
   const double sec = seconds_since(t0) / static_cast<double>(st.iterations());
+  if (path == Path::apply_only) {
+    // No attention: report the memory traffic (q and k read and written once).
+    const double qk_bytes = static_cast<double>(s.B) * (s.Sq * s.Hq + s.Sk * s.Hkv) * s.D * sizeof(T);
+    set_bandwidth_counters(st, 2.0 * qk_bytes, sec, kThreads);
+    return;
+  }
   set_compute_counters<T>(st, attention_flops(s, pairs), sec, kThreads);
   if (s.Sq == 1) set_bandwidth_counters(st, p.kv_bytes(), sec, kThreads);
 }
