@@ -10,11 +10,24 @@
 // stretch the slow ones; ReRoPE holds every distance > w at exactly w; Leaky
 // ReRoPE continues slowly so that 32767 lands at the trained 4095.
 //
-// ReRoPE rows use attnkit's relative-branch helpers exactly as the fused
-// attention kernels do: the (q, k) rotation positions for the pair (p, j).
+// The logit tables use attnkit's relative-branch helpers exactly as the fused
+// attention kernels do (the (q, k) rotation positions for the pair (p, j)); the
+// last table runs attnkit::attention with AttentionOptions::rope.
+// GCC 12 false positive (bug 105593) inside the AVX-512 intrinsic headers once
+// the CPU kernel is inlined; silenced for these system headers only.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#include <immintrin.h>
+
+#include <xsimd/xsimd.hpp>
+#pragma GCC diagnostic pop
+
+#include <attnkit/attention.hpp>
 #include <attnkit/rope/rope.hpp>
 #include <cmath>
 #include <cstdio>
+#include <random>
 #include <vector>
 
 namespace {
@@ -37,6 +50,35 @@ double logit(const rope::RopeParams& p, int64_t q_pos, int64_t k_pos) {
   for (int d = 0; d < kHeadDim; ++d) dot += static_cast<double>(q[d]) * k[d];
   return dot / std::sqrt(static_cast<double>(kHeadDim));
 }
+
+// The attention weight a query at position r puts on the fixed key at
+// position 0 when positions 1..r hold background keys, through
+// attnkit::attention with the RoPE fused in (the only way ReRoPE can run).
+// V is e_0 for the fixed key and 0 for the others, so out[0] is the weight.
+class FixedKeyProbe {
+ public:
+  FixedKeyProbe() : k_(static_cast<size_t>(kTarget) * kHeadDim), v_(k_.size(), 0.0f), q_(kHeadDim, 1.0f) {
+    std::mt19937 rng(7);
+    std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+    for (float& x : k_) x = u(rng);
+    for (int d = 0; d < kHeadDim; ++d) k_[d] = 1.0f;  // the fixed key = the query (all ones)
+    v_[0] = 1.0f;
+  }
+  double weight(const RopeConfig& cfg, int64_t r) const {
+    const int64_t sk = r + 1;
+    float out[kHeadDim];
+    AttentionOptions o;
+    o.rope = &cfg;
+    attention(Tensor4<const float>(q_.data(), {1, 1, 1, kHeadDim}),
+              Tensor4<const float>(k_.data(), {1, sk, 1, kHeadDim}),
+              Tensor4<const float>(v_.data(), {1, sk, 1, kHeadDim}), Tensor4<float>(out, {1, 1, 1, kHeadDim}),
+              CausalMask{}, o);
+    return out[0];
+  }
+
+ private:
+  std::vector<float> k_, v_, q_;
+};
 
 }  // namespace
 
@@ -95,5 +137,17 @@ int main() {
   }
   std::printf("\nA value above %lld in the slow pair is a rotation the model never saw in training.\n",
               static_cast<long long>(kTrained - 1));
+
+  std::printf("\nattnkit::attention with the RoPE fused in: weight (%%) of the fixed key at position 0\n");
+  std::printf("for a query at position r, with r random background keys in between (q = fixed key).\n");
+  std::printf("%8s", "r");
+  for (const auto& m : methods) std::printf(" %12s", m.name);
+  std::printf("\n");
+  const FixedKeyProbe probe;
+  for (int64_t r : {0, 16, 256, 1024, 4095, 8192, 16384, 32767}) {
+    std::printf("%8lld", static_cast<long long>(r));
+    for (const auto& m : methods) std::printf(" %12.4f", 100.0 * probe.weight(m.cfg, r));
+    std::printf("%s\n", r >= kTrained ? "   <- beyond the trained context" : "");
+  }
   return 0;
 }
