@@ -103,11 +103,23 @@ struct BwBuffer {
       std::fprintf(stderr, "attnkit_bench: cannot allocate 1 GiB for the bandwidth benchmark\n");
       std::abort();
     }
-    // First touch with two threads (same partition as the readers).
+    // First touch with two threads (same partition as the readers), with
+    // pseudo-random contents so that no two pages are identical (a host that
+    // merges identical pages would otherwise serve the array from one page).
 #ifdef _OPENMP
-#pragma omp parallel for num_threads(2) schedule(static)
+#pragma omp parallel num_threads(2)
 #endif
-    for (int64_t n = 0; n < static_cast<int64_t>(kBwFloats); ++n) data[n] = static_cast<float>(n & 1023) * 1e-3f;
+    {
+#ifdef _OPENMP
+      const int t = omp_get_thread_num(), nt = omp_get_num_threads();
+#else
+      const int t = 0, nt = 1;
+#endif
+      const size_t per = kBwFloats / static_cast<size_t>(nt);
+      const size_t begin = per * static_cast<size_t>(t), end = t == nt - 1 ? kBwFloats : begin + per;
+      Rng r(0x5eed + static_cast<uint64_t>(t));
+      for (size_t n = begin; n < end; ++n) data[n] = r.uniform();
+    }
   }
   ~BwBuffer() { std::free(data); }
 };

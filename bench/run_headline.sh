@@ -7,6 +7,11 @@
 #
 # The machine is shared: the load average is printed before and after; a run
 # during someone's compile is not a measurement of the kernel.
+# HIGH_PRIORITY=1 (root) runs the benchmark in its own session whose scheduler
+# autogroup gets nice -19 (plain `nice` is not enough: with autogroups every
+# session gets an equal share whatever its processes' nice), so concurrent
+# compiles mostly wait; they still share caches and memory bandwidth. Say so
+# when quoting numbers taken that way.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -35,7 +40,13 @@ cmake --build "$BUILD" --target attnkit_bench -j"$JOBS"
 
 OUT_JSON=${OUT_JSON:-$BUILD/headline.json}
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
-"$BUILD/bench/attnkit_bench" --benchmark_filter=headline --benchmark_repetitions=5 \
+runner=()
+if [[ "${HIGH_PRIORITY:-0}" == 1 ]]; then
+  # shellcheck disable=SC2016
+  runner=(setsid --wait bash -c 'echo -19 >/proc/self/autogroup 2>/dev/null || true; exec nice -n -19 "$@"' _)
+  echo "running at high priority (autogroup nice -19)"
+fi
+"${runner[@]}" "$BUILD/bench/attnkit_bench" --benchmark_filter=headline --benchmark_repetitions=5 \
   --benchmark_report_aggregates_only=true --benchmark_out="$OUT_JSON" --benchmark_out_format=json "$@"
 echo "load average after:  $(cut -d' ' -f1-3 /proc/loadavg)"
 
