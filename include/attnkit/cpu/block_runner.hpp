@@ -9,8 +9,8 @@
 #include <limits>
 #include <type_traits>
 #include <vector>
-#include <xsimd/xsimd.hpp>
 
+#include "attnkit/compat/xsimd_compat.hpp"
 #include "attnkit/core/params.hpp"
 #include "attnkit/cpu/micro_kernels.hpp"
 #include "attnkit/cpu/rope_fusion.hpp"
@@ -117,37 +117,57 @@ class BlockRunner {
   // Runs rows `br` over keys [jb, je) of sequence br.b; the result stays in
   // scratch (O^T unnormalised) and `res` (max, sum per lane, log2 domain).
   void run(const BlockRows& br, int64_t jb, int64_t je, BlockResult res) {
-    const int64_t D = p_.shape.head_dim, Dv = p_.shape.v_head_dim;
-    const int64_t valid = br.valid();
+    begin(br);
+    for (int64_t j0 = jb; j0 < je; j0 += N) step(j0, std::min<int64_t>(N, je - j0), je);
+    finish(res);
+  }
+
+  // The same in pieces, so a caller can interleave several blocks (decode
+  // walks one key range across all KV heads in step). `br` must outlive them.
+  void begin(const BlockRows& br) {
+    br_ = &br;
     setup_lanes(br);
     load_q(br);
-    std::fill(s_.ot.begin(), s_.ot.begin() + Dv * M, 0.0f);
-    B m[MV], l[MV], alpha[MV];
+    std::fill(s_.ot.begin(), s_.ot.begin() + p_.shape.v_head_dim * M, 0.0f);
     for (int v = 0; v < MV; ++v) {
-      m[v] = B(-std::numeric_limits<float>::infinity());
-      l[v] = B(0.0f);
+      m_[v] = B(-std::numeric_limits<float>::infinity());
+      l_[v] = B(0.0f);
     }
-    for (int64_t j0 = jb; j0 < je; j0 += N) {
-      const int64_t n = std::min<int64_t>(N, je - j0);
-      const TileKind kind = classify(br, j0, j0 + n);
-      if (kind == TileKind::Empty) continue;
-      if (j0 + N < je) prefetch_tile(br, j0 + N, std::min<int64_t>(N, je - j0 - N));
-      scores(br, j0, n);
-      if (post_logits_) transform_logits(br, j0, n);
-      if (kind == TileKind::Partial) apply_mask(j0, n, valid);
-      softmax_update(n, m, l, alpha);
-      const float* vb;
-      int64_t vs;
-      rows_as_float(p_.v, p_.v_layout, br, j0, n, Dv, s_.vbuf.data(), vb, vs);
-      pv_tile<B, MV>(s_.st.data(), n, vb, vs, Dv, s_.ot.data(), alpha);
-    }
+  }
+
+  // Keys [j0, j0 + n), n <= N; `je` bounds the prefetch of the next tile.
+  void step(int64_t j0, int64_t n, int64_t je) {
+    const BlockRows& br = *br_;
+    const int64_t Dv = p_.shape.v_head_dim;
+    const TileKind kind = classify(br, j0, j0 + n);
+    if (kind == TileKind::Empty) return;
+    if (!preloaded_ && j0 + N < je) prefetch_tile(br, j0 + N, std::min<int64_t>(N, je - j0 - N));
+    scores(br, j0, n);
+    if (post_logits_) transform_logits(br, j0, n);
+    if (kind == TileKind::Partial) apply_mask(j0, n, br.valid());
+    B alpha[MV];
+    softmax_update(n, m_, l_, alpha);
+    const float* vb = s_.vbuf.data();
+    int64_t vs = Dv;
+    if (!preloaded_) rows_as_float(p_.v, p_.v_layout, br, j0, n, Dv, s_.vbuf.data(), vb, vs);
+    pv_tile<B, MV>(s_.st.data(), n, vb, vs, Dv, s_.ot.data(), alpha);
+  }
+
+  void finish(BlockResult res) const {
     for (int v = 0; v < MV; ++v) {
-      m[v].store_unaligned(res.m + v * L);
-      l[v].store_unaligned(res.l + v * L);
+      m_[v].store_unaligned(res.m + v * L);
+      l_[v].store_unaligned(res.l + v * L);
     }
   }
 
   const float* ot() const { return s_.ot.data(); }
+
+  // A caller that fills this block's K/V tile buffers itself (dense [n][D]
+  // and [n][Dv] fp32, unrotated) before each step sets this; the runner then
+  // skips its own copy. Decode uses it to read the cache sequentially.
+  void set_preloaded(bool on) { preloaded_ = on; }
+  float* k_tile() { return s_.kbuf.data(); }
+  float* v_tile() { return s_.vbuf.data(); }
 
  private:
   // S^T for keys [j0, j0 + n) into st. With ReRoPE / Leaky ReRoPE, each pair's
@@ -158,7 +178,7 @@ class BlockRunner {
     const float* kb;
     int64_t ks;
     if (!relative_) {
-      rows_as_float(p_.k, p_.k_layout, br, j0, n, D, s_.kbuf.data(), kb, ks);
+      load_k(br, j0, n, kb, ks);
       if (rope_) rotate_k(br, j0, n, s_.kbuf.data(), /*far=*/false);
       qk_tile<B, MV>(s_.qt.data(), D, kb, ks, n, s_.st.data());
       return;
@@ -166,7 +186,7 @@ class BlockRunner {
     const int64_t kmin = p_.kv_positions ? min_kpos(br, j0, n) : j0;
     const int64_t kmax = p_.kv_positions ? max_kpos(br, j0, n) : j0 + n - 1;
     const rope::RelativeBranch branch = rope::relative_tile_branch(rope_->params, qpos_min_, qpos_max_, kmin, kmax);
-    rows_as_float(p_.k, p_.k_layout, br, j0, n, D, s_.kbuf.data(), kb, ks);
+    load_k(br, j0, n, kb, ks);
     if (branch != rope::RelativeBranch::Near) {
       std::copy(s_.kbuf.begin(), s_.kbuf.begin() + n * D, s_.kbuf_far.begin());
       rotate_k(br, j0, n, s_.kbuf_far.data(), /*far=*/true);
@@ -186,6 +206,15 @@ class BlockRunner {
         for (int64_t r = 0; r < br.valid(); ++r)
           if (!rope::use_near_branch(rope_->params, s_.lane_qpos[r], kp)) st[jj * M + r] = far[jj * M + r];
       }
+    }
+  }
+
+  void load_k(const BlockRows& br, int64_t j0, int64_t n, const float*& kb, int64_t& ks) {
+    if (preloaded_) {
+      kb = s_.kbuf.data();
+      ks = p_.shape.head_dim;
+    } else {
+      rows_as_float(p_.k, p_.k_layout, br, j0, n, p_.shape.head_dim, s_.kbuf.data(), kb, ks);
     }
   }
 
@@ -354,7 +383,10 @@ class BlockRunner {
   const RopeFusion* rope_ = nullptr;
   bool relative_ = false;
   bool post_logits_ = false;
+  bool preloaded_ = false;
   int64_t qpos_min_ = 0, qpos_max_ = 0;
+  const BlockRows* br_ = nullptr;
+  B m_[MV], l_[MV];
 };
 
 }  // namespace detail

@@ -138,25 +138,75 @@ void decode(const AttentionParams<T>& p, const Mask& mask, int threads, const Ro
     return true;
   };
 
-  parallel_for<Worker<B, MV>>(blocks * splits, threads, [&](int64_t item, Worker<B, MV>& w) {
-    const int64_t blk = item / splits, sp = item % splits;
-    BlockRows br;
-    if (!block_rows(blk, br)) return;
-    const int64_t lk = s.kv_len(br.b);
-    const int64_t jb = sp * kDecodeKeysPerSplit, je = std::min(lk, jb + kDecodeKeysPerSplit);
-    if (jb >= je) return;  // lse stays -inf: this split contributes nothing
-    Runner runner(p, mask, w.scratch, rope);
-    runner.run(br, jb, je, BlockResult{w.m, w.l});
-    const float* ot = runner.ot();
-    float* po = &part_out[static_cast<size_t>(item * M * Dv)];
-    float* pl = &part_lse[static_cast<size_t>(item * M)];
+  // Partial (out normalised by its own sum, lse) of one block over one split.
+  auto store_partial = [&](const BlockRows& br, const float* ot, const float* m, const float* l, int64_t part) {
+    float* po = &part_out[static_cast<size_t>(part * M * Dv)];
+    float* pl = &part_lse[static_cast<size_t>(part * M)];
     for (int64_t r = 0; r < br.valid(); ++r) {
-      const bool any = w.l[r] > 0.0f;
-      const float inv = any ? 1.0f / w.l[r] : 0.0f;
+      const bool any = l[r] > 0.0f;
+      const float inv = any ? 1.0f / l[r] : 0.0f;
       for (int64_t d = 0; d < Dv; ++d) po[r * Dv + d] = ot[d * M + r] * inv;
-      pl[r] = any ? (w.m[r] + std::log2(w.l[r])) * kLn2 : -std::numeric_limits<float>::infinity();
+      pl[r] = any ? (m[r] + std::log2(l[r])) * kLn2 : -std::numeric_limits<float>::infinity();
     }
-  });
+  };
+
+  if (t.head_chunks == 1 && t.q_blocks == 1) {
+    // Every KV head's rows fit one block: one item walks its key range across
+    // all KV heads in step. In BSHD the heads of a key row are adjacent, so
+    // the item consumes a contiguous window of the cache (hardware
+    // prefetchers follow it) instead of 512-byte rows strided by 4 KiB.
+    struct AllHeads {
+      std::vector<Scratch> scratch;
+      std::vector<BlockRows> rows;
+      std::vector<float> m, l;
+    };
+    const int64_t Hkv = s.kv_heads;
+    parallel_for<AllHeads>(s.batch * splits, threads, [&](int64_t item, AllHeads& w) {
+      const int64_t b = item / splits, sp = item % splits;
+      const int64_t lq = std::min(t.tq, s.q_len(b)), lk = s.kv_len(b);
+      const int64_t jb = sp * kDecodeKeysPerSplit, je = std::min(lk, jb + kDecodeKeysPerSplit);
+      if (lq <= 0 || jb >= je) return;
+      w.scratch.resize(static_cast<size_t>(Hkv));
+      w.rows.resize(static_cast<size_t>(Hkv));
+      w.m.resize(static_cast<size_t>(Hkv * M));
+      w.l.resize(static_cast<size_t>(Hkv * M));
+      std::vector<Runner> runners;
+      runners.reserve(static_cast<size_t>(Hkv));
+      for (int64_t kvh = 0; kvh < Hkv; ++kvh) {
+        w.rows[kvh] = BlockRows::contiguous(b, kvh, kvh * s.group(), s.group(), 0, lq);
+        runners.emplace_back(p, mask, w.scratch[kvh], rope);
+        runners.back().begin(w.rows[kvh]);
+      }
+      for (auto& r : runners) r.set_preloaded(true);
+      for (int64_t j0 = jb; j0 < je; j0 += Runner::N) {
+        const int64_t n = std::min<int64_t>(Runner::N, je - j0);
+        // Key row outer, head inner: one sequential pass over the cache.
+        for (int64_t jj = 0; jj < n; ++jj)
+          for (int64_t kvh = 0; kvh < Hkv; ++kvh) {
+            to_float_row(p.k_row(b, j0 + jj, kvh), runners[kvh].k_tile() + jj * s.head_dim, s.head_dim);
+            to_float_row(p.v_row(b, j0 + jj, kvh), runners[kvh].v_tile() + jj * Dv, Dv);
+          }
+        for (int64_t kvh = 0; kvh < Hkv; ++kvh) runners[kvh].step(j0, n, je);
+      }
+      for (int64_t kvh = 0; kvh < Hkv; ++kvh) {
+        runners[kvh].finish(BlockResult{&w.m[kvh * M], &w.l[kvh * M]});
+        store_partial(w.rows[kvh], runners[kvh].ot(), &w.m[kvh * M], &w.l[kvh * M],
+                      (b * blocks_per_seq + kvh) * splits + sp);
+      }
+    });
+  } else {
+    parallel_for<Worker<B, MV>>(blocks * splits, threads, [&](int64_t item, Worker<B, MV>& w) {
+      const int64_t blk = item / splits, sp = item % splits;
+      BlockRows br;
+      if (!block_rows(blk, br)) return;
+      const int64_t lk = s.kv_len(br.b);
+      const int64_t jb = sp * kDecodeKeysPerSplit, je = std::min(lk, jb + kDecodeKeysPerSplit);
+      if (jb >= je) return;  // lse stays -inf: this split contributes nothing
+      Runner runner(p, mask, w.scratch, rope);
+      runner.run(br, jb, je, BlockResult{w.m, w.l});
+      store_partial(br, runner.ot(), w.m, w.l, item);
+    });
+  }
 
   parallel_for<std::vector<float>>(blocks, threads, [&](int64_t blk, std::vector<float>& row) {
     BlockRows br;
@@ -205,7 +255,7 @@ void attention_forward(const AttentionParams<T>& p, const Mask& mask, const Atte
       detail::decode<T, WideBatch, 2>(p, mask, threads, rp);
     return;
   }
-  detail::prefill<T, WideBatch, 2>(p, mask, threads, rp);
+  detail::prefill<T, WideBatch, detail::kPrefillVectors>(p, mask, threads, rp);
 }
 
 }  // namespace cpu

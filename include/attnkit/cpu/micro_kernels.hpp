@@ -11,13 +11,18 @@
 #pragma once
 
 #include <cstdint>
-#include <xsimd/xsimd.hpp>
 
+#include "attnkit/compat/xsimd_compat.hpp"
 #include "attnkit/cpu/simd.hpp"
 
 namespace attnkit {
 namespace cpu {
 namespace detail {
+
+// Query vectors per prefill block: 4 x 16 lanes = 64 rows with AVX-512
+// (halves the K/V traffic and tile-copy cost per FLOP against 32 rows; the
+// 6 x 4 accumulator tile still fits 32 registers), 2 with 16 registers.
+inline constexpr int kPrefillVectors = kVectorRegisters >= 32 ? 4 : 2;
 
 template <class B, int MV>
 struct Blocking {
@@ -25,8 +30,8 @@ struct Blocking {
   static constexpr int kRows = kLanes * MV;  // query rows per block (M)
   // Accumulators KR x MV (and DR x MV) plus MV operands and a broadcast must
   // fit the register file; 12 x 2 on AVX-512 leaves room, 6 x 2 on AVX2.
-  static constexpr int kStrip = kVectorRegisters >= 32 ? (MV <= 2 ? 12 : 6) : (MV <= 1 ? 10 : 5);
-  static constexpr int kTileKeys = 4 * kStrip;  // keys per tile (tile-skipping granularity)
+  static constexpr int kStrip = kVectorRegisters >= 32 ? (MV <= 2 ? 12 : 6) : (MV <= 1 ? 12 : 6);
+  static constexpr int kTileKeys = 48;  // keys per tile (tile-skipping granularity); multiple of kStrip
 };
 
 // St[r][*] = sum_d Qt[d][*] * K[r][d] for KR consecutive keys.

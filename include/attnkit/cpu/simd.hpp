@@ -5,14 +5,9 @@
 
 #include <cstdint>
 #include <cstring>
-#include <xsimd/xsimd.hpp>
 
 #include "attnkit/compat/xsimd_compat.hpp"
 #include "attnkit/core/dtype.hpp"
-
-#if defined(__AVX512F__) || defined(__F16C__)
-#include <immintrin.h>
-#endif
 
 namespace attnkit {
 namespace cpu {
