@@ -45,18 +45,25 @@ int64_t count_mismatches(const std::vector<uint8_t>& dense, const Mask&, Allowed
 // entries or heads shows it.
 struct Zoo {
   int64_t B, Sq, Sk, H = 3;
-  std::vector<int32_t> ids;
+  std::vector<int32_t> ids, q_ids;
   std::vector<uint8_t> map;
   BlockSparseMask block;
   Zoo(std::mt19937_64& rng, int64_t b, int64_t sq, int64_t sk) : B(b), Sq(sq), Sk(sk) {
-    ids.resize(static_cast<size_t>(B * Sk));
-    for (int64_t bb = 0; bb < B; ++bb) {
-      int32_t id = 0;
-      for (int64_t j = 0; j < Sk; ++j) {
-        if (uniform(rng, 0, 3) == 0) ++id;
-        ids[static_cast<size_t>(bb * Sk + j)] = id;
+    auto sorted_ids = [&](int64_t n) {
+      std::vector<int32_t> v(static_cast<size_t>(B * n));
+      for (int64_t bb = 0; bb < B; ++bb) {
+        int32_t id = 0;
+        for (int64_t t = 0; t < n; ++t) {
+          if (uniform(rng, 0, 3) == 0) ++id;
+          v[static_cast<size_t>(bb * n + t)] = id;
+        }
       }
-    }
+      return v;
+    };
+    ids = sorted_ids(Sk);
+    // Query documents given explicitly: with Lq > Lk a bottom-right query has
+    // a negative position, so kv_ids[p(i)] does not exist.
+    q_ids = sorted_ids(Sq);
     const int64_t bq = uniform(rng, 1, 4), bk = uniform(rng, 1, 4);
     const int64_t rows = (Sq + bq - 1) / bq, cols = (Sk + bk - 1) / bk;
     map.resize(static_cast<size_t>(B * H * rows * cols));
@@ -64,6 +71,12 @@ struct Zoo {
     block = BlockSparseMask(map.data(), bq, bk, rows, cols);
     block.head_stride = rows * cols;
     block.batch_stride = H * rows * cols;
+  }
+  DocumentMask document() const {
+    DocumentMask d(ids.data(), Sk);
+    d.q_ids = q_ids.data();
+    d.q_batch_stride = Sq;
+    return d;
   }
 };
 
@@ -129,7 +142,7 @@ TEST_CASE("dense: [B, 1, Sq, Sk] builders honour per-batch lengths, batch and he
     CHECK(same_as_predicate(PrefixLMMask(uniform(rng, 0, 5)) | LocalMask(1, 2)) == 0);
     CHECK(same_as_predicate(SinkWindowMask(2, 3)) == 0);
     CHECK(same_as_predicate(z.block) == 0);
-    CHECK(same_as_predicate(DocumentMask(z.ids.data(), Sk) & CausalMask{}) == 0);
+    CHECK(same_as_predicate(z.document() & CausalMask{}) == 0);
     CHECK(same_as_predicate(custom_mask(
               [](int64_t b, int64_t h, int64_t i, int64_t j) { return (b + 2 * h + i * j) % 3 != 0; })) == 0);
 

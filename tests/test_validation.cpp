@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <limits>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "support/test_util.hpp"
@@ -87,6 +88,15 @@ struct Varlen {
 
 enum class Who { Both, FrontDoorOnly };
 
+// Every mask type given to the front door instantiates the whole CPU kernel
+// set, which costs minutes of compile time under sanitizers. The front door
+// runs the same validate_mask as the reference, so three mask types (a plain
+// one, a parameterised one, one with an extent check) prove it is called; the
+// remaining mask cases go through the reference only.
+template <class Mask>
+constexpr bool kFrontDoorMask = std::is_same_v<Mask, CausalMask> || std::is_same_v<Mask, SlidingWindowMask> ||
+                                std::is_same_v<Mask, BlockSparseMask>;
+
 template <class Mask>
 void expect_rejected(Padded& p, const Mask& mask, const std::string& message, Who who = Who::Both) {
   INFO("expected: " << message);
@@ -95,10 +105,12 @@ void expect_rejected(Padded& p, const Mask& mask, const std::string& message, Wh
     CHECK_THROWS_AS(reference_attention(p.qv, p.kv, p.vv, mask, p.o), std::invalid_argument);
   }
 #if ATTNKIT_TEST_FRONT_DOOR
-  p.poison();
-  CHECK_THROWS_WITH(attention(p.qv, p.kv, p.vv, p.ov, mask, p.o), message);
-  CHECK_THROWS_AS(attention(p.qv, p.kv, p.vv, p.ov, mask, p.o), attnkit::Error);
-  CHECK(p.untouched());
+  if constexpr (kFrontDoorMask<Mask>) {
+    p.poison();
+    CHECK_THROWS_WITH(attention(p.qv, p.kv, p.vv, p.ov, mask, p.o), message);
+    CHECK_THROWS_AS(attention(p.qv, p.kv, p.vv, p.ov, mask, p.o), attnkit::Error);
+    CHECK(p.untouched());
+  }
 #endif
 }
 
@@ -108,9 +120,11 @@ void expect_rejected(Varlen& p, const Mask& mask, const std::string& message) {
   CHECK_THROWS_WITH(reference_attention_varlen(p.qv, p.kv, p.vv, p.seqs, mask, p.o), message);
   CHECK_THROWS_AS(reference_attention_varlen(p.qv, p.kv, p.vv, p.seqs, mask, p.o), attnkit::Error);
 #if ATTNKIT_TEST_FRONT_DOOR
-  p.poison();
-  CHECK_THROWS_WITH(attention_varlen(p.qv, p.kv, p.vv, p.ov, p.seqs, mask, p.o), message);
-  CHECK(p.untouched());
+  if constexpr (kFrontDoorMask<Mask>) {
+    p.poison();
+    CHECK_THROWS_WITH(attention_varlen(p.qv, p.kv, p.vv, p.ov, p.seqs, mask, p.o), message);
+    CHECK(p.untouched());
+  }
 #endif
 }
 
