@@ -6,10 +6,11 @@
 # Build here first (never on the GPU machine):
 #   cmake -S . -B .gpu/build -DCMAKE_CUDA_ARCHITECTURES=90 && \
 #   cmake --build .gpu/build --target attnkit_cuda_tests attnkit_cuda_bench -j2
-#   cp .gpu/build/tests/cuda/attnkit_cuda_tests .gpu/build/bench/cuda/attnkit_cuda_bench .gpu/
+#   cp .gpu/build/tests/cuda/attnkit_cuda_tests .gpu/build/bench/cuda/attnkit_cuda_bench \
+#      .gpu/build/examples/cuda/llama3_decode .gpu/   (configure with -DATTNKIT_NATIVE=OFF: other CPU there)
 #   cp -L "$(dirname "$(which nvcc)")/../lib/libcudart.so.13" .gpu/ && strip .gpu/attnkit_cuda_*
 # then run `bash bench/cuda/run_on_gpu.sh` there with .gpu carried.
-# Knobs: TESTS=0 SANITIZE=0 BENCH=0 TORCH=0 VARIANTS=1 REPS=20.
+# Knobs: TESTS=0 SANITIZE=0 EXAMPLE=0 BENCH=0 TORCH=0 VARIANTS=1 REPS=20.
 set -u
 OUT=${OUT:-/tmp/attnkit_gpu_out}
 mkdir -p "$OUT"
@@ -33,6 +34,10 @@ if [ "${SANITIZE:-1}" = 1 ]; then
     >"$OUT/memcheck.log" 2>&1
   rc=$?
   summary+=("memcheck: rc=$rc $(grep -E 'ERROR SUMMARY' "$OUT/memcheck.log" | tail -1) $(grep -E '^(test cases|All tests passed)' "$OUT/memcheck.log" | tail -1)")
+fi
+if [ "${EXAMPLE:-1}" = 1 ] && [ -x "$BIN/llama3_decode" ]; then
+  timeout 120 "$BIN/llama3_decode" >"$OUT/example.log" 2>&1
+  summary+=("example: rc=$? $(tr '\n' ' ' <"$OUT/example.log")")
 fi
 if [ "${BENCH:-1}" = 1 ]; then
   extra=""

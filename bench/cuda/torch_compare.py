@@ -20,6 +20,12 @@ import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 try:
+    import torch._dynamo
+
+    # Each mask shape recompiles flex_attention once; the default limit (8)
+    # would silently drop later shapes to the unfused eager path.
+    torch._dynamo.config.recompile_limit = 256
+    torch._dynamo.config.cache_size_limit = 256
     from torch.nn.attention.flex_attention import create_block_mask, flex_attention
 
     flex_compiled = torch.compile(flex_attention, dynamic=False)
@@ -123,6 +129,8 @@ def prefill_case(mask, arg, b, n, hq, hkv, d, reps, with_flex):
         ms = time_or_none(make, reps)
         res["flex"] = fl / (ms * 1e-3) / 1e12 if ms else None
         res["flex_ms"] = ms
+    del q, k, v
+    torch.cuda.empty_cache()
     return res
 
 
