@@ -280,7 +280,7 @@ TEST_CASE("MoBA: padded batches, alignments, varlen", "[moba][layout]") {
     Problem<float> b({1, 250, 203, 2, 1, 32, 32}, rng);
     check_moba(b, {16, 3}, o, "top-left, Sq > Sk");
   }
-  SECTION("varlen equals padded sequence by sequence") {
+  SECTION("varlen matches padded sequence by sequence") {
     const int32_t lens_q[] = {50, 1, 130}, lens_k[] = {50, 300, 130};
     const int32_t cu_q[] = {0, 50, 51, 181}, cu_k[] = {0, 50, 350, 480};
     const int64_t Hq = 6, Hkv = 2, D = 32;
@@ -297,7 +297,7 @@ TEST_CASE("MoBA: padded batches, alignments, varlen", "[moba][layout]") {
     const ReferenceOutput ref = reference_attention_varlen(Q, K, V, seqs, sel.mask(), o);
     CHECK(rel_l2(out, ref.out) <= 1e-5);
     CHECK(lse_max_abs_err(lse, ref.lse) <= 1e-4);
-    // Each sequence alone through the padded path: same selection, same numbers.
+    // Each sequence alone through the padded path: same selection, same numbers (to 1e-6).
     for (int64_t b = 0; b < 3; ++b) {
       Problem<float> one({1, lens_q[b], lens_k[b], Hq, Hkv, D, D}, rng);
       std::copy_n(&q[static_cast<size_t>(cu_q[b] * Hq * D)], one.q.size(), one.q.begin());
@@ -306,7 +306,13 @@ TEST_CASE("MoBA: padded batches, alignments, varlen", "[moba][layout]") {
       const MobaSelection s1 = check_moba(one, cfg, {}, "one sequence of the varlen batch");
       for (int64_t h = 0; h < Hq; ++h)
         for (int64_t i = 0; i < lens_q[b]; ++i) REQUIRE(s1.chosen(0, h, i) == sel.chosen(b, h, i));
-      CHECK(std::memcmp(one.out.data(), &out[static_cast<size_t>(cu_q[b] * Hq * D)], one.out.size() * 4) == 0);
+      float worst = 0.0f;
+      for (size_t n = 0; n < one.out.size(); ++n)
+        worst = std::max(worst, std::abs(one.out[n] - out[static_cast<size_t>(cu_q[b] * Hq * D) + n]));
+      INFO("sequence " << b << ": max |padded - varlen| = " << worst);
+      // Not necessarily bit-identical: a lone 1-query sequence runs on the narrow
+      // decode batches, whose code the compiler may contract differently.
+      CHECK(worst <= 1e-6f);
     }
   }
 }
@@ -567,4 +573,12 @@ TEST_CASE("MoBA: validation errors name the argument and leave outputs untouched
   REQUIRE_THROWS_WITH(attention(pr.Q(), pr.K(), pr.V(), pr.O(), MobaConfig{8, 3}, orr),
                       Catch::Contains("cannot be combined with MoBA"));
   CHECK(untouched());
+  // moba_select takes mutable views too, and validates the config.
+  const Tensor4<float> qm(pr.q.data(), {1, 20, 2, 16}), km(pr.k.data(), {1, 20, 1, 16});
+  const std::vector<int32_t> c = moba_select(qm, km, MobaConfig{8, 2}).chosen(0, 1, 19);
+  REQUIRE(c.size() == 2);
+  CHECK(c[0] < 2);
+  CHECK(c[1] == 2);
+  REQUIRE_THROWS_WITH(moba_select(qm, km, MobaConfig{8, -1}),
+                      "attnkit: moba top_k (-1) must be >= 1 (it counts the query's own block)");
 }

@@ -218,9 +218,12 @@ void moba_attention_varlen(const Tensor3<TQ>& q, const Tensor3<TK>& k, const Ten
 // The blocks every (sequence, query head, query row) chooses for q and k
 // (after RoPE when opts.rope is set), exactly as attention(..., cfg, opts)
 // would. Padded layout (opts.q_lens / kv_lens honoured).
-template <class T>
-MobaSelection moba_select(const Tensor4<const T>& q, const Tensor4<const T>& k, const MobaConfig& cfg,
+template <class TQ, class TK>
+MobaSelection moba_select(const Tensor4<TQ>& q_in, const Tensor4<TK>& k_in, const MobaConfig& cfg,
                           const AttentionOptions& opts = {}, const MobaBlockMeans* means = nullptr) {
+  using T = std::remove_const_t<TQ>;
+  static_assert(std::is_same_v<T, std::remove_const_t<TK>>, "q and k must share one storage dtype");
+  const Tensor4<const T> q = q_in, k = k_in;
   detail::validate_moba_config(cfg);
   // v and out only carry shapes here (never read or written).
   T dummy{};
@@ -232,10 +235,13 @@ MobaSelection moba_select(const Tensor4<const T>& q, const Tensor4<const T>& k, 
   return moba::detail::run_select(pr, cfg, means, o);
 }
 
-template <class T>
-MobaSelection moba_select_varlen(const Tensor3<const T>& q, const Tensor3<const T>& k, const VarlenSeqs& seqs,
+template <class TQ, class TK>
+MobaSelection moba_select_varlen(const Tensor3<TQ>& q_in, const Tensor3<TK>& k_in, const VarlenSeqs& seqs,
                                  const MobaConfig& cfg, const AttentionOptions& opts = {},
                                  const MobaBlockMeans* means = nullptr) {
+  using T = std::remove_const_t<TQ>;
+  static_assert(std::is_same_v<T, std::remove_const_t<TK>>, "q and k must share one storage dtype");
+  const Tensor3<const T> q = q_in, k = k_in;
   detail::validate_moba_config(cfg);
   T dummy{};
   const Tensor3<const T> v(&dummy, {k.shape[0], k.shape[1], 1}, {0, 0, 1});
