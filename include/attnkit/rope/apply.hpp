@@ -14,7 +14,6 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
-#include <limits>
 #include <type_traits>
 
 #include "attnkit/core/dtype.hpp"
@@ -161,12 +160,6 @@ void run(const RopeParams& p, T* base, int64_t tokens, int64_t heads, int64_t he
   }
 }
 
-inline int64_t max_position(const int64_t* positions, int64_t n) {
-  int64_t m = std::numeric_limits<int64_t>::min();
-  for (int64_t t = 0; t < n; ++t) m = std::max(m, positions[t]);
-  return m;
-}
-
 }  // namespace detail
 }  // namespace rope
 
@@ -184,7 +177,7 @@ void apply_rope(const TensorView<T, 4>& x, const RopeConfig& cfg, const ApplyRop
   if (!explicit_positions) rd::require(opts.start_position >= 0, "start_position", opts.start_position, "must be >= 0");
   int64_t seq_len = opts.seq_len;
   if (seq_len == 0 && B * S > 0)
-    seq_len = explicit_positions ? rd::max_position(opts.positions, B * S) + 1 : opts.start_position + S;
+    seq_len = explicit_positions ? rope::sequence_length_of(opts.positions, B * S) : opts.start_position + S;
   const rope::RopeParams p = rope::resolve(cfg, D, std::max<int64_t>(seq_len, 0));
   if (x.numel() == 0) return;
 
@@ -223,7 +216,7 @@ void apply_rope_varlen(const TensorView<T, 3>& x, const int32_t* cu_seqlens, int
   if (!explicit_positions) rd::require(opts.start_position >= 0, "start_position", opts.start_position, "must be >= 0");
   int64_t seq_len = opts.seq_len;
   if (seq_len == 0 && rows > 0)
-    seq_len = explicit_positions ? rd::max_position(opts.positions, rows) + 1 : opts.start_position + max_len;
+    seq_len = explicit_positions ? rope::sequence_length_of(opts.positions, rows) : opts.start_position + max_len;
   const rope::RopeParams p = rope::resolve(cfg, D, std::max<int64_t>(seq_len, 0));
   if (rows == 0 || H == 0) return;
 
