@@ -346,7 +346,7 @@ class BlockRunner {
         B x = B::load_aligned(st + jj * M + v * L);
         if (capped) x = cap * xsimd::tanh(x * inv_cap);
         if (p_.alibi_slopes)
-          x = xsimd::fma(B::load_aligned(slope + v * L), B::load_aligned(dist0 + v * L) + B(static_cast<float>(jj)), x);
+          x = fmadd(B::load_aligned(slope + v * L), B::load_aligned(dist0 + v * L) + B(static_cast<float>(jj)), x);
         (x * log2e).store_aligned(st + jj * M + v * L);
       }
   }
@@ -374,7 +374,7 @@ class BlockRunner {
         e.store_aligned(st + jj * M + v * L);
         sum[v] += e;
       }
-    for (int v = 0; v < MV; ++v) l[v] = xsimd::fma(l[v], alpha[v], sum[v]);
+    for (int v = 0; v < MV; ++v) l[v] = fmadd(l[v], alpha[v], sum[v]);
   }
 
   const AttentionParams<T>& p_;

@@ -161,6 +161,17 @@ void decode(const AttentionParams<T>& p, const Mask& mask, int threads, const Ro
       std::vector<float> m, l;
     };
     const int64_t Hkv = s.kv_heads;
+    // Slice `part` of `parts` of the key rows [j0, j0 + n) of every head.
+    auto prefetch_slice = [&](int64_t b, int64_t j0, int64_t n, int64_t part, int64_t parts) {
+      const int64_t lo = j0 + n * part / parts, hi = j0 + n * (part + 1) / parts;
+      for (int64_t j = lo; j < hi; ++j)
+        for (int64_t kvh = 0; kvh < Hkv; ++kvh) {
+          const char* kr = reinterpret_cast<const char*>(p.k_row(b, j, kvh));
+          const char* vr = reinterpret_cast<const char*>(p.v_row(b, j, kvh));
+          for (int64_t off = 0; off < s.head_dim * int64_t(sizeof(T)); off += 64) __builtin_prefetch(kr + off, 0, 2);
+          for (int64_t off = 0; off < Dv * int64_t(sizeof(T)); off += 64) __builtin_prefetch(vr + off, 0, 2);
+        }
+    };
     parallel_for<AllHeads>(s.batch * splits, threads, [&](int64_t item, AllHeads& w) {
       const int64_t b = item / splits, sp = item % splits;
       const int64_t lq = std::min(t.tq, s.q_len(b)), lk = s.kv_len(b);
@@ -186,7 +197,13 @@ void decode(const AttentionParams<T>& p, const Mask& mask, int threads, const Ro
             to_float_row(p.k_row(b, j0 + jj, kvh), runners[kvh].k_tile() + jj * s.head_dim, s.head_dim);
             to_float_row(p.v_row(b, j0 + jj, kvh), runners[kvh].v_tile() + jj * Dv, Dv);
           }
-        for (int64_t kvh = 0; kvh < Hkv; ++kvh) runners[kvh].step(j0, n, je);
+        // While the heads compute on this tile, pull the next tile's window of
+        // the cache (contiguous in BSHD) toward L2, one slice per head.
+        const int64_t next = std::min<int64_t>(Runner::N, je - j0 - n);
+        for (int64_t kvh = 0; kvh < Hkv; ++kvh) {
+          if (next > 0) prefetch_slice(b, j0 + n, next, kvh, Hkv);
+          runners[kvh].step(j0, n, je);
+        }
       }
       for (int64_t kvh = 0; kvh < Hkv; ++kvh) {
         runners[kvh].finish(BlockResult{&w.m[kvh * M], &w.l[kvh * M]});

@@ -48,7 +48,7 @@ ATTNKIT_FORCEINLINE void qk_strip(const float* __restrict qt, int64_t dim, const
     for (int v = 0; v < MV; ++v) q[v] = B::load_aligned(qt + d * M + v * L);
     for (int r = 0; r < KR; ++r) {
       const B kb(kbase[r * kstride + d]);
-      for (int v = 0; v < MV; ++v) acc[r][v] = xsimd::fma(kb, q[v], acc[r][v]);
+      for (int v = 0; v < MV; ++v) acc[r][v] = fmadd(kb, q[v], acc[r][v]);
     }
   }
   for (int r = 0; r < KR; ++r)
@@ -70,7 +70,7 @@ ATTNKIT_FORCEINLINE void pv_strip(const float* __restrict pt, int64_t n, const f
     const float* vr = vbase + j * vstride + d0;
     for (int c = 0; c < DR; ++c) {
       const B vb(vr[c]);
-      for (int v = 0; v < MV; ++v) acc[c][v] = xsimd::fma(vb, pj[v], acc[c][v]);
+      for (int v = 0; v < MV; ++v) acc[c][v] = fmadd(vb, pj[v], acc[c][v]);
     }
   }
   for (int c = 0; c < DR; ++c)

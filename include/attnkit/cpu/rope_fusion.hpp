@@ -21,7 +21,7 @@ namespace cpu {
 namespace detail {
 
 // Tables larger than this many positions are not built (rows are rotated with
-// on-the-fly angles instead): 1M positions x 64 pairs x 8 bytes = 512 MiB.
+// on-the-fly angles instead): 2^18 positions x 64 pairs x 8 bytes = 128 MiB.
 inline constexpr int64_t kMaxRopeTablePositions = int64_t(1) << 18;
 
 struct RopeFusion {

@@ -23,10 +23,29 @@ using Batch8 = xsimd::batch<float, xsimd::fma3<xsimd::avx2>>;
 #else
 using Batch8 = WideBatch;
 #endif
+// xsimd enables its FMA-SSE architecture only without AVX, so on AVX2 /
+// AVX-512 machines 4-lane batches are plain sse4_2 and fmadd() below supplies
+// the fused multiply-add.
 #if XSIMD_WITH_FMA3_SSE
 using Batch4 = xsimd::batch<float, xsimd::fma3<xsimd::sse4_2>>;
+#elif XSIMD_WITH_SSE4_2 && defined(__FMA__)
+using Batch4 = xsimd::batch<float, xsimd::sse4_2>;
 #else
 using Batch4 = WideBatch;
+#endif
+
+// a * b + c, fused. The micro-kernels call this rather than xsimd::fma so
+// that every batch type gets a real FMA instruction.
+template <class B>
+ATTNKIT_FORCEINLINE B fmadd(const B& a, const B& b, const B& c) {
+  return xsimd::fma(a, b, c);
+}
+#if !XSIMD_WITH_FMA3_SSE && XSIMD_WITH_SSE4_2 && defined(__FMA__)
+ATTNKIT_FORCEINLINE xsimd::batch<float, xsimd::sse4_2> fmadd(const xsimd::batch<float, xsimd::sse4_2>& a,
+                                                             const xsimd::batch<float, xsimd::sse4_2>& b,
+                                                             const xsimd::batch<float, xsimd::sse4_2>& c) {
+  return _mm_fmadd_ps(a, b, c);
+}
 #endif
 
 // Architectural vector registers: AVX-512 (and its VL encodings of xmm/ymm)
@@ -55,13 +74,13 @@ ATTNKIT_FORCEINLINE B exp2_fast(B x) {
   const B n = xsimd::nearbyint(x);
   const B f = x - n;
   B p(1.5252733804059840e-05f);  // ln2^7 / 7!
-  p = xsimd::fma(p, f, B(1.5403530393381609e-04f));
-  p = xsimd::fma(p, f, B(1.3333558146428443e-03f));
-  p = xsimd::fma(p, f, B(9.6181291076284772e-03f));
-  p = xsimd::fma(p, f, B(5.5504108664821580e-02f));
-  p = xsimd::fma(p, f, B(2.4022650695910071e-01f));
-  p = xsimd::fma(p, f, B(6.9314718055994531e-01f));
-  p = xsimd::fma(p, f, B(1.0f));
+  p = fmadd(p, f, B(1.5403530393381609e-04f));
+  p = fmadd(p, f, B(1.3333558146428443e-03f));
+  p = fmadd(p, f, B(9.6181291076284772e-03f));
+  p = fmadd(p, f, B(5.5504108664821580e-02f));
+  p = fmadd(p, f, B(2.4022650695910071e-01f));
+  p = fmadd(p, f, B(6.9314718055994531e-01f));
+  p = fmadd(p, f, B(1.0f));
   const I e = (xsimd::batch_cast<int32_t>(n) + I(127)) << 23;
   const B scale = xsimd::bitwise_cast<B>(e);
   return xsimd::select(underflow, B(0.0f), p * scale);
@@ -74,6 +93,9 @@ inline void to_float_row(const bfloat16* src, float* dst, int64_t n) {
   // bf16 is the top half of a float: widening is a shift, which compilers
   // vectorise from this loop.
   const uint16_t* s = reinterpret_cast<const uint16_t*>(src);
+#if defined(_OPENMP)
+#pragma omp simd
+#endif
   for (int64_t d = 0; d < n; ++d) {
     const uint32_t u = static_cast<uint32_t>(s[d]) << 16;
     std::memcpy(dst + d, &u, 4);
