@@ -87,3 +87,7 @@ void attention_varlen(const Tensor3<TQ>& q, const Tensor3<TK>& k, const Tensor3<
 }
 
 }  // namespace attnkit
+
+// MoBA through the same front door: attention(q, k, v, out, MobaConfig{...}, opts).
+// (moba.hpp includes this header itself; the include guard makes the cycle safe.)
+#include "attnkit/moba/moba.hpp"

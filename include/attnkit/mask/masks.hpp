@@ -12,3 +12,4 @@
 #include "attnkit/mask/tile.hpp"
 #include "attnkit/mask/validate.hpp"
 #include "attnkit/mask/window.hpp"
+#include "attnkit/mask/traits.hpp"
