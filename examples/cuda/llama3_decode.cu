@@ -103,6 +103,11 @@ int main() {
   }
 
   // ---- decode: token t (position t) attends to the cache of t + 1 keys ----
+  {  // warm-up: the first decode call loads the decode kernels (lazy module loading)
+    attention(Tensor4<const T>(dq, {1, 1, Hq, D}), Tensor4<const T>(dk, {1, prompt, Hkv, D}),
+              Tensor4<const T>(dv, {1, prompt, Hkv, D}), Tensor4<T>(dout, {1, 1, Hq, D}), CausalMask{});
+    ok(cudaDeviceSynchronize(), "sync");
+  }
   double worst = 0, gpu_us = 0;
   for (int64_t t = prompt; t < cap; ++t) {
     const int64_t len = t + 1;

@@ -200,6 +200,10 @@ __global__ void __launch_bounds__(Cfg::kThreads)
   }
 
   const bool softcap = p.softcap > 0.f;
+  // Logit transform before the softmax (else the scale folds into exp2's FFMA,
+  // which needs scale > 0 for max(raw) to be max(scaled)).
+  const bool transform = softcap || p.alibi_slopes || !(a.scale_log2 > 0.f);
+  const float sl = transform ? 1.f : a.scale_log2;
   const float cap_inv_scale = softcap ? p.scale / p.softcap : 0.f;
   const float cap_log2 = p.softcap * detail::kLog2e;
 
@@ -306,28 +310,27 @@ __global__ void __launch_bounds__(Cfg::kThreads)
         }
       }
 
-      // Logits in log2 units, then the mask (element checks only where needed).
+      // Logits. Plain scaling is folded into the exponent below (one FFMA per
+      // element); softcap / ALiBi (or a non-positive scale) transform here into
+      // log2 units first.
       const int64_t j_tile = n * kBlockN;
       const bool need_check = kind != TileKind::Full || j_tile + kBlockN > kv_len;
-      const bool transform = softcap || p.alibi_slopes;
+      if (transform) {
 #pragma unroll
-      for (int mt = 0; mt < kMT; ++mt)
+        for (int mt = 0; mt < kMT; ++mt)
 #pragma unroll
-        for (int nb = 0; nb < kNS; ++nb)
+          for (int nb = 0; nb < kNS; ++nb)
 #pragma unroll
-          for (int c = 0; c < 4; ++c) {
-            float x = sc[mt][nb][c];
-            if (!transform) {
-              x *= a.scale_log2;
-            } else {
+            for (int c = 0; c < 4; ++c) {
               const int rr = mt * 2 + (c >> 1);
               const int64_t j = j_tile + nb * 8 + 2 * t + (c & 1);
+              float x = sc[mt][nb][c];
               x = softcap ? cap_log2 * tanhf(x * cap_inv_scale) : x * a.scale_log2;
               if (p.alibi_slopes && row_i[rr] < q_len)
                 x += p.alibi_slopes[h0 + row_dh[rr]] * detail::kLog2e * static_cast<float>(j - ctx0.pos(row_i[rr]));
+              sc[mt][nb][c] = x;
             }
-            sc[mt][nb][c] = x;
-          }
+      }
       if (need_check) {
 #pragma unroll
         for (int mt = 0; mt < kMT; ++mt)
@@ -351,26 +354,30 @@ __global__ void __launch_bounds__(Cfg::kThreads)
 #pragma unroll
       for (int rr = 0; rr < kR; ++rr) {
         const int mt = rr / 2, h2 = (rr % 2) * 2;
-        float mx = row_max[rr];
+        float mx = detail::neg_inf();  // max of this tile, raw units
 #pragma unroll
         for (int nb = 0; nb < kNS; ++nb) mx = fmaxf(mx, fmaxf(sc[mt][nb][h2], sc[mt][nb][h2 + 1]));
         mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
         mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-        const float m_use = mx == detail::neg_inf() ? 0.f : mx;  // all masked so far: keep zeros
+        // Running max in log2 units (row_max); sc is raw (x sl) until exp2.
+        const float mx2 = fmaxf(row_max[rr], mx * sl);             // sl > 0: -inf stays -inf
+        const float m_use = mx2 == detail::neg_inf() ? 0.f : mx2;  // all masked so far: keep zeros
         const float corr = detail::exp2_approx(row_max[rr] - m_use);
-        row_max[rr] = mx;
+        row_max[rr] = mx2;
         float sum = 0.f;
 #pragma unroll
         for (int nb = 0; nb < kNS; ++nb) {
-          sc[mt][nb][h2] = detail::exp2_approx(sc[mt][nb][h2] - m_use);
-          sc[mt][nb][h2 + 1] = detail::exp2_approx(sc[mt][nb][h2 + 1] - m_use);
+          sc[mt][nb][h2] = detail::exp2_approx(fmaf(sc[mt][nb][h2], sl, -m_use));
+          sc[mt][nb][h2 + 1] = detail::exp2_approx(fmaf(sc[mt][nb][h2 + 1], sl, -m_use));
           sum += sc[mt][nb][h2] + sc[mt][nb][h2 + 1];
         }
         row_sum[rr] = row_sum[rr] * corr + sum;
+        if (__any_sync(0xffffffffu, corr != 1.f)) {  // the max moved somewhere in the warp
 #pragma unroll
-        for (int nd = 0; nd < kNO; ++nd) {
-          o[mt][nd][h2] *= corr;
-          o[mt][nd][h2 + 1] *= corr;
+          for (int nd = 0; nd < kNO; ++nd) {
+            o[mt][nd][h2] *= corr;
+            o[mt][nd][h2 + 1] *= corr;
+          }
         }
       }
 
