@@ -358,3 +358,21 @@ TEST_CASE("merge_states: LSE merge of split keys equals one softmax", "[cpu][mer
   for (float x : om) REQUIRE(x == 0.0f);
   for (float x : lm) REQUIRE((std::isinf(x) && x < 0));
 }
+
+TEST_CASE("Document mask without q_ids needs Lq <= Lk (no out-of-bounds read)", "[cpu][document]") {
+  std::mt19937_64 rng(fresh_seed());
+  Problem<float> pr({1, 9, 5, 2, 1, 32, 32}, rng);  // more queries than keys
+  const std::vector<int32_t> kv_docs = {0, 0, 1, 1, 1};
+  const DocumentMask doc(kv_docs.data());
+  pr.poison();
+  const std::vector<float> before = pr.out;
+  CHECK_THROWS_WITH(attention(pr.Q(), pr.K(), pr.V(), pr.O(), doc & CausalMask{}),
+                    Catch::Contains("document mask without q_ids") && Catch::Contains("pass q_ids"));
+  CHECK(std::memcmp(before.data(), pr.out.data(), before.size() * 4) == 0);  // nothing written
+  CHECK_THROWS_AS(reference_attention(pr.Q(), pr.K(), pr.V(), doc), Error);
+  // With q_ids the same problem is well defined.
+  const std::vector<int32_t> q_docs = {0, 0, 0, 0, 1, 1, 1, 1, 1};
+  DocumentMask with_q(kv_docs.data());
+  with_q.q_ids = q_docs.data();
+  check_against_reference(pr, with_q, AttentionOptions{}, "document with q_ids, Lq > Lk");
+}

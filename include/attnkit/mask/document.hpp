@@ -11,9 +11,13 @@ namespace attnkit {
 // kv_ids at the query's position p(i) (self attention over a packed buffer,
 // where queries are the last Lq tokens).
 //
+// Without q_ids the query positions must lie inside the keys (Lq <= Lk per
+// sequence; the front door and the reference check it).
+//
 // When `sorted` (ids nondecreasing along the sequence, as in packing), tiles
-// are classified exactly from the ids at the tile's corners; otherwise every
-// tile is Partial.
+// are classified from the ids at the tile's corners: exactly when query
+// documents come from kv_ids, soundly (possibly Partial for an empty tile)
+// with q_ids; otherwise every tile is Partial.
 struct DocumentMask : MaskBase<DocumentMask> {
   const int32_t* kv_ids = nullptr;
   const int32_t* q_ids = nullptr;

@@ -4,6 +4,7 @@
 #pragma once
 
 #include "attnkit/core/error.hpp"
+#include "attnkit/core/params.hpp"
 #include "attnkit/mask/basic.hpp"
 #include "attnkit/mask/block_sparse.hpp"
 #include "attnkit/mask/compose.hpp"
@@ -85,6 +86,38 @@ void validate_mask_extent(const NotMask<A>& m, int64_t q, int64_t k) {
 template <class A>
 void validate_mask_extent(const UntiledMask<A>& m, int64_t q, int64_t k) {
   validate_mask_extent(m.a, q, k);
+}
+
+// Checks that need the per-sequence lengths (host-readable only). A document
+// mask without q_ids reads the query's document at its position p(i), which
+// lies inside the keys only when Lq <= Lk.
+template <class M>
+void validate_mask_lengths(const M&, const ProblemShape&) {}
+inline void validate_mask_lengths(const DocumentMask& m, const ProblemShape& s) {
+  if (m.q_ids) return;
+  for (int64_t b = 0; b < s.batch; ++b)
+    if (s.q_len(b) > s.kv_len(b))
+      detail::fail(detail::concat(
+          "document mask without q_ids: sequence ", b, " has ", s.q_len(b), " queries but only ", s.kv_len(b),
+          " keys; query documents are read at the query positions, so pass q_ids when Lq > Lk"));
+}
+template <class A, class B>
+void validate_mask_lengths(const AndMask<A, B>& m, const ProblemShape& s) {
+  validate_mask_lengths(m.a, s);
+  validate_mask_lengths(m.b, s);
+}
+template <class A, class B>
+void validate_mask_lengths(const OrMask<A, B>& m, const ProblemShape& s) {
+  validate_mask_lengths(m.a, s);
+  validate_mask_lengths(m.b, s);
+}
+template <class A>
+void validate_mask_lengths(const NotMask<A>& m, const ProblemShape& s) {
+  validate_mask_lengths(m.a, s);
+}
+template <class A>
+void validate_mask_lengths(const UntiledMask<A>& m, const ProblemShape& s) {
+  validate_mask_lengths(m.a, s);
 }
 
 }  // namespace attnkit

@@ -104,6 +104,7 @@ ReferenceOutput reference_attention(const Tensor4<const T>& q, const Tensor4<con
   const AttentionParams<T> p = make_params<T>(q, k, v, out, o);
   validate_mask(mask);
   validate_mask_extent(mask, p.shape.q_capacity, p.shape.kv_capacity);
+  validate_mask_lengths(mask, p.shape);
   return detail::reference_impl(p, mask, q.shape[0] * q.shape[1]);
 }
 
@@ -118,6 +119,7 @@ ReferenceOutput reference_attention_varlen(const Tensor3<const T>& q, const Tens
   const AttentionParams<T> p = make_params_varlen<T>(q, k, v, out, seqs, o);
   validate_mask(mask);
   validate_mask_extent(mask, p.shape.q_capacity, p.shape.kv_capacity);
+  validate_mask_lengths(mask, p.shape);
   return detail::reference_impl(p, mask, q.shape[0]);
 }
 
