@@ -35,9 +35,7 @@ constexpr void check_types() {
 
 template <class T, class Mask>
 void run(const AttentionParams<T>& p, const Mask& mask, const AttentionOptions& o, bool on_device) {
-  validate_mask(mask);
-  validate_mask_extent(mask, p.shape.q_capacity, p.shape.kv_capacity);
-  if (!on_device) validate_mask_lengths(mask, p.shape);  // device lengths are not readable here
+  validate_mask_for(mask, p.shape, /*host_lengths=*/!on_device);
 #if ATTNKIT_HAS_CUDA
   if (on_device) {
     cuda::attention_forward(p, mask, o);

@@ -147,10 +147,8 @@ class BlockRunner {
     if (kind == TileKind::Partial) apply_mask(j0, n, br.valid());
     B alpha[MV];
     softmax_update(n, m_, l_, alpha);
-    const float* vb = s_.vbuf.data();
-    int64_t vs = Dv;
-    if (!preloaded_) rows_as_float(p_.v, p_.v_layout, br, j0, n, Dv, s_.vbuf.data(), vb, vs);
-    pv_tile<B, MV>(s_.st.data(), n, vb, vs, Dv, s_.ot.data(), alpha);
+    if (!preloaded_) rows_as_float(p_.v, p_.v_layout, br, j0, n, Dv, s_.vbuf.data());
+    pv_tile<B, MV>(s_.st.data(), n, s_.vbuf.data(), Dv, Dv, s_.ot.data(), alpha);
   }
 
   void finish(BlockResult res) const {
@@ -175,18 +173,15 @@ class BlockRunner {
   // tiles entirely on one side compute only that branch.
   void scores(const BlockRows& br, int64_t j0, int64_t n) {
     const int64_t D = p_.shape.head_dim;
-    const float* kb;
-    int64_t ks;
+    if (!preloaded_) rows_as_float(p_.k, p_.k_layout, br, j0, n, D, s_.kbuf.data());
     if (!relative_) {
-      load_k(br, j0, n, kb, ks);
       if (rope_) rotate_k(br, j0, n, s_.kbuf.data(), /*far=*/false);
-      qk_tile<B, MV>(s_.qt.data(), D, kb, ks, n, s_.st.data());
+      qk_tile<B, MV>(s_.qt.data(), D, s_.kbuf.data(), D, n, s_.st.data());
       return;
     }
     const int64_t kmin = p_.kv_positions ? min_kpos(br, j0, n) : j0;
     const int64_t kmax = p_.kv_positions ? max_kpos(br, j0, n) : j0 + n - 1;
     const rope::RelativeBranch branch = rope::relative_tile_branch(rope_->params, qpos_min_, qpos_max_, kmin, kmax);
-    load_k(br, j0, n, kb, ks);
     if (branch != rope::RelativeBranch::Near) {
       std::copy(s_.kbuf.begin(), s_.kbuf.begin() + n * D, s_.kbuf_far.begin());
       rotate_k(br, j0, n, s_.kbuf_far.data(), /*far=*/true);
@@ -206,15 +201,6 @@ class BlockRunner {
         for (int64_t r = 0; r < br.valid(); ++r)
           if (!rope::use_near_branch(rope_->params, s_.lane_qpos[r], kp)) st[jj * M + r] = far[jj * M + r];
       }
-    }
-  }
-
-  void load_k(const BlockRows& br, int64_t j0, int64_t n, const float*& kb, int64_t& ks) {
-    if (preloaded_) {
-      kb = s_.kbuf.data();
-      ks = p_.shape.head_dim;
-    } else {
-      rows_as_float(p_.k, p_.k_layout, br, j0, n, p_.shape.head_dim, s_.kbuf.data(), kb, ks);
     }
   }
 
@@ -282,14 +268,12 @@ class BlockRunner {
   // Tile rows are copied (and widened from 16-bit) into a dense buffer. Even
   // fp32 rows are copied: rows of one head sit Hkv * D floats apart (4 KiB
   // for Hkv = 8, D = 128), so the KR rows a micro-kernel reads together would
-  // all map to the same L1 set and evict each other; the copy costs ~3% at
-  // M = 32 rows and removed a 5x slowdown in decode.
+  // all map to the same L1 set and evict each other (V strips walk 48 rows of
+  // one set). The micro-kernels therefore always read buf with stride dim.
   void rows_as_float(const T* base, const SeqLayout& lay, const BlockRows& br, int64_t j0, int64_t n, int64_t dim,
-                     float* buf, const float*& out, int64_t& stride) const {
+                     float* buf) const {
     const T* first = AttentionParams<T>::row(base, lay, p_.shape, false, br.b, j0, br.kvh);
     for (int64_t jj = 0; jj < n; ++jj) to_float_row(first + jj * lay.row_stride, buf + jj * dim, dim);
-    out = buf;
-    stride = dim;
   }
 
   // Rows of one head are strided by whole pages (Hkv * D * sizeof(T) is

@@ -10,6 +10,6 @@
 #include "attnkit/mask/document.hpp"
 #include "attnkit/mask/prefix_lm.hpp"
 #include "attnkit/mask/tile.hpp"
+#include "attnkit/mask/traits.hpp"
 #include "attnkit/mask/validate.hpp"
 #include "attnkit/mask/window.hpp"
-#include "attnkit/mask/traits.hpp"

@@ -120,4 +120,13 @@ void validate_mask_lengths(const UntiledMask<A>& m, const ProblemShape& s) {
   validate_mask_lengths(m.a, s);
 }
 
+// Every mask check a public entry runs before writing anything; the
+// per-sequence lengths only when they are host-readable.
+template <class M>
+void validate_mask_for(const M& m, const ProblemShape& s, bool host_lengths = true) {
+  validate_mask(m);
+  validate_mask_extent(m, s.q_capacity, s.kv_capacity);
+  if (host_lengths) validate_mask_lengths(m, s);
+}
+
 }  // namespace attnkit

@@ -102,9 +102,7 @@ ReferenceOutput reference_attention(const Tensor4<const T>& q, const Tensor4<con
   T dummy{};
   const Tensor4<T> out(&dummy, {q.shape[0], q.shape[1], q.shape[2], v.shape[3]}, {0, 0, 0, 1});
   const AttentionParams<T> p = make_params<T>(q, k, v, out, o);
-  validate_mask(mask);
-  validate_mask_extent(mask, p.shape.q_capacity, p.shape.kv_capacity);
-  validate_mask_lengths(mask, p.shape);
+  validate_mask_for(mask, p.shape);
   return detail::reference_impl(p, mask, q.shape[0] * q.shape[1]);
 }
 
@@ -117,9 +115,7 @@ ReferenceOutput reference_attention_varlen(const Tensor3<const T>& q, const Tens
   T dummy{};
   const Tensor3<T> out(&dummy, {q.shape[0], q.shape[1], v.shape[2]}, {0, 0, 1});
   const AttentionParams<T> p = make_params_varlen<T>(q, k, v, out, seqs, o);
-  validate_mask(mask);
-  validate_mask_extent(mask, p.shape.q_capacity, p.shape.kv_capacity);
-  validate_mask_lengths(mask, p.shape);
+  validate_mask_for(mask, p.shape);
   return detail::reference_impl(p, mask, q.shape[0]);
 }
 
