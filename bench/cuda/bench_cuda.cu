@@ -165,16 +165,47 @@ void decode_cfg(const char* tag, int64_t B, int64_t kv, Flusher& flush, int reps
       cuda::attention_forward(pp, CausalMask{}, opts);
       ok(cudaStreamSynchronize(nullptr), "sync");
     };
+    auto median_us = [](auto&& f, int n) {
+      std::vector<double> t;
+      for (int r = 0; r < n; ++r) {
+        const auto t0 = std::chrono::steady_clock::now();
+        f();
+        t.push_back(std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count());
+      }
+      std::sort(t.begin(), t.end());
+      return t[t.size() / 2];
+    };
     for (int w = 0; w < 20; ++w) call();
-    std::vector<double> t;
-    for (int r = 0; r < 200; ++r) {
-      const auto t0 = std::chrono::steady_clock::now();
-      call();
-      t.push_back(std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count());
-    }
-    std::sort(t.begin(), t.end());
+    const double e2e = median_us(call, 200);
     report("latency", "decode e2e B" + std::to_string(B) + " kv" + std::to_string(kv), "causal", B, kv, Hq, Hkv, D,
-           t[t.size() / 2] * 1e-3, 0, 0, pairs);
+           e2e * 1e-3, 0, 0, pairs);
+    // Where the host time goes (each piece alone, host clock, median of 200).
+    const double t_place = median_us([&] { (void)cuda::on_device(qv.data, kv_.data, vv.data, ov.data); }, 200);
+    const double t_sync = median_us([&] { ok(cudaStreamSynchronize(nullptr), "sync"); }, 200);
+    const double t_alloc = median_us(
+        [&] {
+          void* ws = nullptr;
+          ok(cudaMallocFromPoolAsync(&ws, 1 << 20, cuda::detail::workspace_pool(), nullptr), "pool alloc");
+          ok(cudaFreeAsync(ws, nullptr), "pool free");
+        },
+        200);
+    ok(cudaStreamSynchronize(nullptr), "sync");
+    std::vector<double> t_fwd;  // public forward, host return only (synchronised outside the clock)
+    for (int r = 0; r < 200; ++r) {
+      const auto pp = make_params<T>(qv, kv_, vv, ov, opts, false);
+      const auto t0 = std::chrono::steady_clock::now();
+      cuda::attention_forward(pp, CausalMask{}, opts);
+      t_fwd.push_back(std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count());
+      ok(cudaStreamSynchronize(nullptr), "sync");
+    }
+    std::sort(t_fwd.begin(), t_fwd.end());
+    std::printf(
+        "host    on_device %.1f us, attention_forward (launches, no sync) %.1f us, pool alloc+free %.1f us, "
+        "idle sync %.1f us\n",
+        t_place, t_fwd[t_fwd.size() / 2], t_alloc, t_sync);
+    report("host", "host on_device", "-", B, kv, Hq, Hkv, D, t_place * 1e-3, 0, 0, 0);
+    report("host", "host attention_forward", "-", B, kv, Hq, Hkv, D, t_fwd[t_fwd.size() / 2] * 1e-3, 0, 0, 0);
+    report("host", "host pool alloc+free", "-", B, kv, Hq, Hkv, D, t_alloc * 1e-3, 0, 0, 0);
   }
   cudaFree(q), cudaFree(k), cudaFree(v), cudaFree(o);
 }
@@ -186,16 +217,27 @@ void decode(int64_t B, int64_t kv, Flusher& flush, int reps, bool latency) {
 // key tile): what moves, and by how much, goes to NOTES.md.
 void variants(Flusher& flush, int reps) {
   using cuda::FwdConfig;
-  prefill_cfg<FwdConfig<T, 128, 8, 1, 64>>("w8m1n64 ", "causal", CausalMask{}, CausalMask{}, 8, 4096, 16, 16, flush,
-                                           reps);
-  prefill_cfg<FwdConfig<T, 128, 4, 1, 32>>("w4m1n32 ", "causal", CausalMask{}, CausalMask{}, 8, 4096, 16, 16, flush,
-                                           reps);
-  prefill_cfg<FwdConfig<T, 128, 8, 1, 64>>("w8m1n64 ", "full", FullMask{}, FullMask{}, 8, 4096, 16, 16, flush, reps);
-  prefill_cfg<FwdConfig<T, 64, 4, 2, 32>>("w4m2n32 ", "full", FullMask{}, FullMask{}, 8, 4096, 32, 32, flush, reps);
-  prefill_cfg<FwdConfig<T, 64, 8, 1, 64>>("w8m1n64 ", "full", FullMask{}, FullMask{}, 8, 4096, 32, 32, flush, reps);
-  decode_cfg<FwdConfig<T, 128, 1, 1, 64>>("w1n64 ", 8, 131072, flush, reps, false);
-  decode_cfg<FwdConfig<T, 128, 1, 1, 64>>("w1n64 ", 1, 4096, flush, reps, false);
+  // Prefill: warps, m-tiles per warp (16 rows each), key tile; no GQA packing.
+  prefill_cfg<FwdConfig<T, 128, 4, 1, 64, false>>("w4m1n64 ", "causal", CausalMask{}, CausalMask{}, 8, 4096, 16, 16,
+                                                  flush, reps);
+  prefill_cfg<FwdConfig<T, 128, 4, 2, 32, false>>("w4m2n32 ", "causal", CausalMask{}, CausalMask{}, 8, 4096, 16, 16,
+                                                  flush, reps);
+  prefill_cfg<FwdConfig<T, 128, 4, 1, 64, false>>("w4m1n64 ", "full", FullMask{}, FullMask{}, 8, 4096, 16, 16, flush,
+                                                  reps);
+  prefill_cfg<FwdConfig<T, 128, 4, 2, 32, false>>("w4m2n32 ", "full", FullMask{}, FullMask{}, 8, 4096, 16, 16, flush,
+                                                  reps);
+  prefill_cfg<FwdConfig<T, 64, 4, 1, 64, false>>("w4m1n64 ", "full", FullMask{}, FullMask{}, 8, 4096, 32, 32, flush,
+                                                 reps);
+  prefill_cfg<FwdConfig<T, 64, 4, 2, 128, false>>("w4m2n128 ", "full", FullMask{}, FullMask{}, 8, 4096, 32, 32, flush,
+                                                  reps);
+  prefill_cfg<FwdConfig<T, 64, 4, 1, 64, false>>("w4m1n64 ", "causal", CausalMask{}, CausalMask{}, 8, 4096, 32, 32,
+                                                 flush, reps);
+  prefill_cfg<FwdConfig<T, 128, 4, 1, 64, true>>("w4m1n64pack ", "causal", CausalMask{}, CausalMask{}, 8, 4096, 16, 16,
+                                                 flush, reps);
+  // Decode: packed GQA rows, one-wave split plan.
   decode_cfg<FwdConfig<T, 128, 2, 1, 32>>("w2n32 ", 8, 131072, flush, reps, false);
+  decode_cfg<FwdConfig<T, 128, 2, 1, 32>>("w2n32 ", 1, 32768, flush, reps, false);
+  decode_cfg<FwdConfig<T, 128, 1, 1, 64>>("w1n64 ", 1, 32768, flush, reps, false);
 }
 
 }  // namespace

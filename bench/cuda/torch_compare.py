@@ -198,6 +198,8 @@ def main():
     for r in rows:
         if r["kind"] == "latency":
             print(f"{r['name']:<30} end-to-end {float(r['ms']) * 1e3:.1f} us (host clock, launch + sync included)")
+        if r["kind"] == "host":
+            print(f"{r['name']:<30} {float(r['ms']) * 1e3:.1f} us (host clock, alone)")
     if args.out:
         with open(args.out, "w") as f:
             w = csv.writer(f)

@@ -34,9 +34,14 @@
 namespace attnkit::cuda {
 
 // Compile-time shape of one kernel instantiation.
-template <class T, int D_, int kWarps_, int kMTiles_, int kBlockN_>
+// kPack_: the kernel may pack a GQA group's heads into its rows (decode,
+// group_pack G > 1). Prefill configurations set it false: rows are then
+// plain query rows of one head, and the per-row (query, head) bookkeeping
+// compiles away (it cost registers that 2 m-tiles per warp need).
+template <class T, int D_, int kWarps_, int kMTiles_, int kBlockN_, bool kPack_ = true>
 struct FwdConfig {
   using Elem = T;
+  static constexpr bool kPack = kPack_;
   static constexpr int D = D_;
   static constexpr int kWarps = kWarps_;
   static constexpr int kMTiles = kMTiles_;  // 16-row m-tiles per warp: K/V fragments are reused across them
@@ -157,46 +162,63 @@ __global__ void __launch_bounds__(Cfg::kThreads)
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
   const int g = lane >> 2, t = lane & 3;
 
-  // Heavier row blocks (causal: the last ones) first.
+  // Heavier row blocks (causal: the last ones) first. Row, key and tile
+  // indices are 32-bit (the host checks capacities < 2^31 / G); pointer
+  // offsets stay 64-bit.
   const int mb = a.m_blocks - 1 - static_cast<int>(blockIdx.x % a.m_blocks);
   const int split = static_cast<int>(blockIdx.x / a.m_blocks);
-  const int G = a.group_pack;
+  const int G = Cfg::kPack ? a.group_pack : 1;
   const int64_t b = blockIdx.z;
   const int64_t h0 = static_cast<int64_t>(blockIdx.y) * G;  // first query head of the CTA
   const int64_t hk = s.kv_head_of(h0);
 
-  const int64_t q_len = detail::clamp_len(s.q_len(b), s.q_capacity);
-  const int64_t kv_len = detail::clamp_len(s.kv_len(b), s.kv_capacity);
-  const int64_t row_limit = s.varlen() ? q_len : s.q_capacity;  // rows this call must write
-  const int64_t r0 = static_cast<int64_t>(mb) * kBlockM;        // first packed row
+  const int q_len = static_cast<int>(detail::clamp_len(s.q_len(b), s.q_capacity));
+  const int kv_len = static_cast<int>(detail::clamp_len(s.kv_len(b), s.kv_capacity));
+  const int row_limit = s.varlen() ? q_len : static_cast<int>(s.q_capacity);  // rows this call must write
+  const int r0 = mb * kBlockM;                                                // first packed row
   if (r0 >= row_limit * G) return;
 
   const SeqCtx ctx0 = SeqCtx::make(b, h0, q_len, kv_len, s.alignment);
 
-  // This thread's rows: query row and head of each.
-  int64_t row_i[kR];
-  int row_dh[kR];  // head - h0
+  // This thread's rows: query row and head (- h0) of each. Without packing
+  // they are one base plus compile-time offsets.
+  const int row_base = r0 + warp * 16 * kMT + g;
+  int pk_i[Cfg::kPack ? kR : 1], pk_dh[Cfg::kPack ? kR : 1];
+  if constexpr (Cfg::kPack) {
 #pragma unroll
-  for (int rr = 0; rr < kR; ++rr) {
-    const int64_t r = r0 + warp * 16 * kMT + (rr / 2) * 16 + g + (rr % 2) * 8;
-    row_i[rr] = r / G;
-    row_dh[rr] = static_cast<int>(r % G);
+    for (int rr = 0; rr < kR; ++rr) {
+      const int r = row_base + (rr / 2) * 16 + (rr % 2) * 8;
+      pk_i[rr] = r / G;
+      pk_dh[rr] = r % G;
+    }
   }
+  auto row_i = [&](int rr) -> int {
+    if constexpr (Cfg::kPack)
+      return pk_i[rr];
+    else
+      return row_base + (rr / 2) * 16 + (rr % 2) * 8;
+  };
+  auto row_dh = [&](int rr) -> int {
+    if constexpr (Cfg::kPack)
+      return pk_dh[rr];
+    else
+      return 0 * rr;
+  };
 
   // Key tiles to visit: the split's range, trimmed to the mask's non-empty span.
-  const int64_t i_lo = r0 / G;
-  const int64_t i_hi = (r0 + kBlockM - 1) / G + 1 < q_len ? (r0 + kBlockM - 1) / G + 1 : q_len;
-  const int64_t n_tiles = (kv_len + kBlockN - 1) / kBlockN;
-  int64_t n_lo = 0, n_hi = n_tiles;
+  const int i_lo = r0 / G;
+  const int i_hi = (r0 + kBlockM - 1) / G + 1 < q_len ? (r0 + kBlockM - 1) / G + 1 : q_len;
+  const int n_tiles = (kv_len + kBlockN - 1) / kBlockN;
+  int n_lo = 0, n_hi = n_tiles;
   if (a.num_splits > 1) {
-    n_lo = split * a.tiles_per_split;
-    n_hi = n_lo + a.tiles_per_split < n_tiles ? n_lo + a.tiles_per_split : n_tiles;
+    n_lo = split * static_cast<int>(a.tiles_per_split);
+    n_hi = n_lo + static_cast<int>(a.tiles_per_split) < n_tiles ? n_lo + static_cast<int>(a.tiles_per_split) : n_tiles;
   }
   const detail::TileClassifier<Mask> cls{mask, ctx0, G, i_lo, i_hi, kv_len, kBlockN};
-  int64_t n_first = n_hi, n_last = n_lo - 1;
+  int n_first = n_hi, n_last = n_lo - 1;
   if (i_lo < i_hi && n_lo < n_hi) {
-    n_first = cls.first_nonempty(n_lo, n_hi);
-    if (n_first < n_hi) n_last = cls.last_nonempty(n_first, n_hi);
+    n_first = static_cast<int>(cls.first_nonempty(n_lo, n_hi));
+    if (n_first < n_hi) n_last = static_cast<int>(cls.last_nonempty(n_first, n_hi));
   }
 
   const bool softcap = p.softcap > 0.f;
@@ -213,15 +235,34 @@ __global__ void __launch_bounds__(Cfg::kThreads)
   const T* v_base = p.v + (s.varlen() ? 0 : b * p.v_layout.batch_stride) + kv_start * p.v_layout.row_stride +
                     hk * p.v_layout.head_stride;
 
-  auto load_kv = [&](uint32_t dst, const T* base, int64_t row_stride, int64_t n) {
-    const int64_t j0 = n * kBlockN;
-    const T* tile = base + j0 * row_stride;
-    const int64_t rows_ok = kv_len - j0;
+  // One K or V tile; rows past kv_len are zero-filled. When a pass of the
+  // CTA covers whole rows, each thread copies rows r_t, r_t + kRowsPerPass,
+  // ... through one pointer advanced by a fixed stride (compile-time smem
+  // offsets); otherwise (D = 96) chunk by chunk.
+  constexpr bool kRowPasses = kThreads % Cfg::kChunksPerRow == 0 && kBlockN % (kThreads / Cfg::kChunksPerRow) == 0;
+  constexpr int kRowsPerPass = kRowPasses ? kThreads / Cfg::kChunksPerRow : 1;
+  const int ld_row = tid / Cfg::kChunksPerRow, ld_col = (tid % Cfg::kChunksPerRow) * 8;
+  auto load_kv = [&](uint32_t dst, const T* base, int64_t row_stride, int n) {
+    const int j0 = n * kBlockN;
+    if constexpr (kRowPasses) {
+      const T* src = base + (j0 + ld_row) * row_stride + ld_col;
+      const int rows_ok = kv_len - j0 - ld_row;
+      dst += (ld_row * kStride + ld_col) * 2;
 #pragma unroll
-    for (int c = tid; c < kBlockN * Cfg::kChunksPerRow; c += kThreads) {
-      const int r = c / Cfg::kChunksPerRow, col = (c % Cfg::kChunksPerRow) * 8;
-      const bool ok = r < rows_ok;
-      detail::cp_async_16(dst + (r * kStride + col) * 2, ok ? tile + r * row_stride + col : base, ok);
+      for (int rp = 0; rp < kBlockN; rp += kRowsPerPass) {
+        const bool ok = rp < rows_ok;
+        detail::cp_async_16(dst + rp * kStride * 2, ok ? src : base, ok);
+        src += kRowsPerPass * row_stride;
+      }
+    } else {
+      const T* tile = base + j0 * row_stride;
+      const int rows_ok = kv_len - j0;
+#pragma unroll
+      for (int c = tid; c < kBlockN * Cfg::kChunksPerRow; c += kThreads) {
+        const int r = c / Cfg::kChunksPerRow, col = (c % Cfg::kChunksPerRow) * 8;
+        const bool ok = r < rows_ok;
+        detail::cp_async_16(dst + (r * kStride + col) * 2, ok ? tile + r * row_stride + col : base, ok);
+      }
     }
   };
 
@@ -240,7 +281,8 @@ __global__ void __launch_bounds__(Cfg::kThreads)
     const T* q_base = p.q + (s.varlen() ? 0 : b * p.q_layout.batch_stride) + q_start * p.q_layout.row_stride;
     for (int c = tid; c < kBlockM * Cfg::kChunksPerRow; c += kThreads) {
       const int r = c / Cfg::kChunksPerRow, col = (c % Cfg::kChunksPerRow) * 8;
-      const int64_t pr = r0 + r, i = pr / G, h = h0 + pr % G;
+      const int pr = r0 + r, i = pr / G;
+      const int64_t h = h0 + pr % G;
       const bool ok = i < q_len;
       const T* src = ok ? q_base + i * p.q_layout.row_stride + h * p.q_layout.head_stride + col : p.q;
       detail::cp_async_16(sQ + (r * kStride + col) * 2, src, ok);
@@ -248,13 +290,13 @@ __global__ void __launch_bounds__(Cfg::kThreads)
     // Two-stage pipeline: tile n computes from one (K, V) buffer while the
     // next non-empty tile loads into the other. One commit group per tile
     // (empty groups too, so wait_group<1> always means "tile n has landed").
-    auto load_tile = [&](int stage, int64_t n) {
+    auto load_tile = [&](int stage, int n) {
       load_kv(sKV + stage * 2 * Cfg::kSmemKV, k_base, p.k_layout.row_stride, n);
       load_kv(sKV + stage * 2 * Cfg::kSmemKV + Cfg::kSmemKV, v_base, p.v_layout.row_stride, n);
     };
     load_tile(0, n_first);
     detail::cp_async_commit();
-    int64_t n_next = n_first < n_last ? cls.first_nonempty(n_first + 1, n_last + 1) : n_last + 1;
+    int n_next = n_first < n_last ? static_cast<int>(cls.first_nonempty(n_first + 1, n_last + 1)) : n_last + 1;
     if (n_next <= n_last) load_tile(1, n_next);
     detail::cp_async_commit();
 
@@ -265,7 +307,7 @@ __global__ void __launch_bounds__(Cfg::kThreads)
     const uint32_t v_lane = (((lane % 8) + 8 * ((lane / 8) % 2)) * kStride + 8 * (lane / 16)) * 2 + Cfg::kSmemKV;
 
     int stage = 0;
-    for (int64_t n = n_first; n <= n_last;) {
+    for (int n = n_first; n <= n_last;) {
       const TileKind kind = cls.range(n, n + 1);
       const uint32_t k_frag = sKV + stage * 2 * Cfg::kSmemKV + k_lane;
       const uint32_t v_frag = sKV + stage * 2 * Cfg::kSmemKV + v_lane;
@@ -313,7 +355,7 @@ __global__ void __launch_bounds__(Cfg::kThreads)
       // Logits. Plain scaling is folded into the exponent below (one FFMA per
       // element); softcap / ALiBi (or a non-positive scale) transform here into
       // log2 units first.
-      const int64_t j_tile = n * kBlockN;
+      const int j_tile = n * kBlockN;
       const bool need_check = kind != TileKind::Full || j_tile + kBlockN > kv_len;
       if (transform) {
 #pragma unroll
@@ -323,11 +365,11 @@ __global__ void __launch_bounds__(Cfg::kThreads)
 #pragma unroll
             for (int c = 0; c < 4; ++c) {
               const int rr = mt * 2 + (c >> 1);
-              const int64_t j = j_tile + nb * 8 + 2 * t + (c & 1);
+              const int j = j_tile + nb * 8 + 2 * t + (c & 1);
               float x = sc[mt][nb][c];
               x = softcap ? cap_log2 * tanhf(x * cap_inv_scale) : x * a.scale_log2;
-              if (p.alibi_slopes && row_i[rr] < q_len)
-                x += p.alibi_slopes[h0 + row_dh[rr]] * detail::kLog2e * static_cast<float>(j - ctx0.pos(row_i[rr]));
+              if (p.alibi_slopes && row_i(rr) < q_len)
+                x += p.alibi_slopes[h0 + row_dh(rr)] * detail::kLog2e * static_cast<float>(j - ctx0.pos(row_i(rr)));
               sc[mt][nb][c] = x;
             }
       }
@@ -339,12 +381,12 @@ __global__ void __launch_bounds__(Cfg::kThreads)
 #pragma unroll
             for (int c = 0; c < 4; ++c) {
               const int rr = mt * 2 + (c >> 1);
-              const int64_t j = j_tile + nb * 8 + 2 * t + (c & 1);
-              bool ok = j < kv_len && row_i[rr] < q_len;
+              const int j = j_tile + nb * 8 + 2 * t + (c & 1);
+              bool ok = j < kv_len && row_i(rr) < q_len;
               if (ok && kind != TileKind::Full) {
                 SeqCtx cr = ctx0;
-                cr.head = h0 + row_dh[rr];
-                ok = mask(cr, row_i[rr], j);
+                cr.head = h0 + row_dh(rr);
+                ok = mask(cr, row_i(rr), j);
               }
               if (!ok) sc[mt][nb][c] = detail::neg_inf();
             }
@@ -405,7 +447,7 @@ __global__ void __launch_bounds__(Cfg::kThreads)
         }
       }
       // Refill this stage with the tile after next once every warp is done with it.
-      const int64_t n_after = n_next < n_last ? cls.first_nonempty(n_next + 1, n_last + 1) : n_last + 1;
+      const int n_after = n_next < n_last ? static_cast<int>(cls.first_nonempty(n_next + 1, n_last + 1)) : n_last + 1;
       __syncthreads();
       if (n_after <= n_last) load_tile(stage, n_after);
       detail::cp_async_commit();
@@ -423,7 +465,8 @@ __global__ void __launch_bounds__(Cfg::kThreads)
     float l = row_sum[rr];
     l += __shfl_xor_sync(0xffffffffu, l, 1);
     l += __shfl_xor_sync(0xffffffffu, l, 2);
-    const int64_t i = row_i[rr], h = h0 + row_dh[rr];
+    const int i = row_i(rr);
+    const int64_t h = h0 + row_dh(rr);
     if (i >= row_limit) continue;
     const bool empty = i >= q_len || row_max[rr] == detail::neg_inf() || !(l > 0.f);
     const float lse = empty ? detail::neg_inf() : (row_max[rr] + __log2f(l)) * detail::kLn2;

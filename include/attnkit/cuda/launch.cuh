@@ -19,13 +19,15 @@
 
 namespace attnkit::cuda {
 
-// Kernel configurations per head dim. Prefill: 4 warps x 16 rows, 64-key
-// tiles (32 at D = 256, where O alone is 128 registers a thread). Decode:
-// one warp per CTA, 16 packed rows (a GQA group's heads x up to 16 queries),
-// many CTAs over key splits so the whole chip streams K/V.
+// Kernel configurations per head dim. Prefill: 4 warps x 32 rows (two
+// m-tiles per warp, FlashAttention-2's shape: every K/V fragment feeds two
+// mma's), 64-key tiles, no GQA packing; D = 256 keeps 16 rows per warp and
+// 32-key tiles (O alone is 128 registers a thread). Decode: one warp per
+// CTA, 16 packed rows (a GQA group's heads x up to 16 queries), many CTAs
+// over key splits so the whole chip streams K/V.
 template <class T, int D>
 struct Configs {
-  using Prefill = FwdConfig<T, D, 4, 1, (D > 128 ? 32 : 64)>;
+  using Prefill = FwdConfig<T, D, 4, (D > 128 ? 1 : 2), (D > 128 ? 32 : 64), false>;
   using Decode = FwdConfig<T, D, 1, 1, 32>;
 };
 
@@ -122,17 +124,38 @@ void launch_fwd(FwdArgs<typename Cfg::Elem>& a, const Mask& mask, cudaStream_t s
   }
 }
 
-// Splits so that the decode grid covers the chip a few times over, but with
-// at least kMinTilesPerSplit key tiles each: a split's fixed cost (Q load,
-// fp32 partial write, its share of the merge) must stay small next to the
-// K/V bytes it streams. Measured on the H100 (B = 1, kv = 4096): one tile per
-// split spent more time on partials than on K/V; 4 CTAs per SM under-filled
-// the chip at B = 8 (2.53 vs 2.76 TB/s at kv = 131072).
-inline int plan_splits(int64_t work_units, int64_t kv_capacity, int block_n, int sms, int64_t* tiles_per_split) {
+// Resident CTAs per SM of a kernel (registers, shared memory), once per
+// kernel and device.
+template <class Kernel>
+int ctas_per_sm(Kernel k, int threads, int smem) {
+  int dev = 0;
+  check(cudaGetDevice(&dev), "cudaGetDevice");
+  static std::mutex mu;
+  static std::map<std::pair<const void*, int>, int> cache;
+  std::lock_guard<std::mutex> lock(mu);
+  const auto key = std::make_pair(reinterpret_cast<const void*>(k), dev);
+  auto it = cache.find(key);
+  if (it != cache.end()) return it->second;
+  int n = 0;
+  check(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, k, threads, smem),
+        "cudaOccupancyMaxActiveBlocksPerMultiprocessor");
+  n = std::max(n, 1);
+  cache.emplace(key, n);
+  return n;
+}
+
+// Splits for a decode grid of `work_units` (batch x head group x row block)
+// CTA rows: as many as fit in ONE wave of resident CTAs (`slots`), so no
+// second, partly empty wave streams the tail alone, but at least
+// kMinTilesPerSplit key tiles each: a split's fixed cost (Q load, fp32
+// partial write, its share of the merge) must stay small next to the K/V
+// bytes it streams. Measured on the H100 (B = 1, kv = 4096): one tile per
+// split spent more time on partials than on K/V; a 1.5-wave grid left B = 1,
+// kv = 32768 at 52% of copy bandwidth.
+inline int plan_splits(int64_t work_units, int64_t kv_capacity, int block_n, int64_t slots, int64_t* tiles_per_split) {
   constexpr int64_t kMinTilesPerSplit = 4;
   const int64_t n_tiles = std::max<int64_t>(1, (kv_capacity + block_n - 1) / block_n);
-  const int64_t target = static_cast<int64_t>(sms) * 8;
-  int64_t splits = std::max<int64_t>(1, (target + work_units - 1) / work_units);
+  int64_t splits = std::max<int64_t>(1, slots / std::max<int64_t>(1, work_units));
   splits = std::min<int64_t>(splits, std::max<int64_t>(1, n_tiles / kMinTilesPerSplit));
   splits = std::min<int64_t>(splits, 4096);
   const int64_t tps = (n_tiles + splits - 1) / splits;
@@ -149,15 +172,22 @@ void forward_with(const AttentionParams<T>& p, const Mask& mask, cudaStream_t st
   constexpr float kLog2e = 1.4426950408889634f;
   const ProblemShape& s = p.shape;
   if (s.batch == 0 || s.q_capacity == 0 || s.q_heads == 0) return;
+  // The kernel's row / key / tile indices are 32-bit.
+  attnkit::detail::require(s.q_capacity * s.group() < (int64_t(1) << 31), "q_capacity", s.q_capacity,
+                           "times the GQA group must be < 2^31 on the GPU");
+  attnkit::detail::require(s.kv_capacity < (int64_t(1) << 31), "kv_capacity", s.kv_capacity,
+                           "must be < 2^31 on the GPU");
   FwdArgs<T> a;
   a.p = p;
   a.scale_log2 = p.scale * kLog2e;
   if (decode) {
-    a.group_pack = static_cast<int>(s.group());
+    a.group_pack = Cfg::kPack ? static_cast<int>(s.group()) : 1;
     const int64_t m_blocks = (s.q_capacity * a.group_pack + Cfg::kBlockM - 1) / Cfg::kBlockM;
-    const int64_t units = s.batch * s.kv_heads * m_blocks;
-    a.num_splits =
-        detail::plan_splits(units, s.kv_capacity, Cfg::kBlockN, detail::device_info().sms, &a.tiles_per_split);
+    const int64_t units = s.batch * (s.q_heads / a.group_pack) * m_blocks;
+    detail::allow_smem(flash_fwd_kernel<Cfg, Mask>, Cfg::kSmemBytes);
+    const int64_t slots = static_cast<int64_t>(detail::device_info().sms) *
+                          detail::ctas_per_sm(flash_fwd_kernel<Cfg, Mask>, Cfg::kThreads, Cfg::kSmemBytes);
+    a.num_splits = detail::plan_splits(units, s.kv_capacity, Cfg::kBlockN, slots, &a.tiles_per_split);
   }
   detail::launch_fwd<Cfg>(a, mask, stream);
 }
