@@ -94,6 +94,8 @@ double median_ms(F&& call, Flusher& flush, int reps) {
 
 FILE* g_csv = nullptr;
 
+__global__ void empty_kernel() {}
+
 void report(const char* kind, const std::string& name, const char* mask, int64_t B, int64_t N, int64_t Hq, int64_t Hkv,
             int64_t D, double ms, double tflops, double gbps, double pairs) {
   std::printf("%-7s %-34s %-10s ms %9.4f  TFLOP/s %7.1f  GB/s %7.1f\n", kind, name.c_str(), mask, ms, tflops, gbps);
@@ -190,6 +192,13 @@ void decode_cfg(const char* tag, int64_t B, int64_t kv, Flusher& flush, int reps
         },
         200);
     ok(cudaStreamSynchronize(nullptr), "sync");
+    const double t_empty = median_us(
+        [&] {
+          empty_kernel<<<1, 32>>>();
+          ok(cudaGetLastError(), "empty launch");
+        },
+        200);
+    ok(cudaStreamSynchronize(nullptr), "sync");
     std::vector<double> t_fwd;  // public forward, host return only (synchronised outside the clock)
     for (int r = 0; r < 200; ++r) {
       const auto pp = make_params<T>(qv, kv_, vv, ov, opts, false);
@@ -201,11 +210,12 @@ void decode_cfg(const char* tag, int64_t B, int64_t kv, Flusher& flush, int reps
     std::sort(t_fwd.begin(), t_fwd.end());
     std::printf(
         "host    on_device %.1f us, attention_forward (launches, no sync) %.1f us, pool alloc+free %.1f us, "
-        "idle sync %.1f us\n",
-        t_place, t_fwd[t_fwd.size() / 2], t_alloc, t_sync);
+        "empty-kernel launch %.1f us, idle sync %.1f us\n",
+        t_place, t_fwd[t_fwd.size() / 2], t_alloc, t_empty, t_sync);
     report("host", "host on_device", "-", B, kv, Hq, Hkv, D, t_place * 1e-3, 0, 0, 0);
     report("host", "host attention_forward", "-", B, kv, Hq, Hkv, D, t_fwd[t_fwd.size() / 2] * 1e-3, 0, 0, 0);
     report("host", "host pool alloc+free", "-", B, kv, Hq, Hkv, D, t_alloc * 1e-3, 0, 0, 0);
+    report("host", "host empty-kernel launch", "-", B, kv, Hq, Hkv, D, t_empty * 1e-3, 0, 0, 0);
   }
   cudaFree(q), cudaFree(k), cudaFree(v), cudaFree(o);
 }
