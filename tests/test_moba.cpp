@@ -15,6 +15,7 @@
 #include <limits>
 #include <string>
 
+#include "support/moba_oracle.hpp"
 #include "support/test_util.hpp"
 
 using namespace attnkit;
@@ -48,65 +49,6 @@ struct Problem {
   Tensor4<const T> V() const { return Tensor4<const T>(v.data(), {s.B, s.Sk, s.Hkv, s.Dv}); }
   Tensor4<T> O() { return Tensor4<T>(out.data(), {s.B, s.Sq, s.Hq, s.Dv}); }
 };
-
-// ---- brute-force gate, double precision, straight from DESIGN §5 ------------
-
-// Key rows of (b, kv head) as doubles, by a per-layout accessor.
-struct Seq {
-  int64_t lq, lk, off;  // p(i) = i + off
-};
-
-// Chosen blocks of one row, by the rule: own block c = p / Bs; candidates
-// c' < c holding a key; top_k - 1 best of q . mean (ties: lower index).
-// Also returns the scores, for the near-tie allowance below.
-template <class QRow, class KRow>
-std::vector<int32_t> brute_row(QRow qrow, KRow krow, int64_t D, const Seq& sq, int64_t i, const MobaConfig& cfg,
-                               std::vector<double>* scores_out = nullptr) {
-  const int64_t p = i + sq.off;
-  if (p < 0) return {};
-  const int64_t c = p / cfg.block_size;
-  const int64_t kv_blocks = (sq.lk + cfg.block_size - 1) / cfg.block_size;
-  const int64_t nc = std::min(c, kv_blocks);
-  std::vector<double> score(static_cast<size_t>(nc));
-  for (int64_t cb = 0; cb < nc; ++cb) {
-    const int64_t j0 = cb * cfg.block_size, j1 = std::min(sq.lk, j0 + cfg.block_size);
-    std::vector<double> mean(static_cast<size_t>(D), 0.0);
-    for (int64_t j = j0; j < j1; ++j) {
-      const double* kr = krow(j);
-      for (int64_t d = 0; d < D; ++d) mean[static_cast<size_t>(d)] += kr[d];
-    }
-    const double* qr = qrow(i);
-    double s = 0.0;
-    for (int64_t d = 0; d < D; ++d) s += qr[d] * (mean[static_cast<size_t>(d)] / static_cast<double>(j1 - j0));
-    score[static_cast<size_t>(cb)] = s;
-  }
-  std::vector<int32_t> order(static_cast<size_t>(nc));
-  for (int64_t cb = 0; cb < nc; ++cb) order[static_cast<size_t>(cb)] = static_cast<int32_t>(cb);
-  std::stable_sort(order.begin(), order.end(), [&](int32_t a, int32_t b) { return score[a] > score[b]; });
-  order.resize(static_cast<size_t>(std::min<int64_t>(nc, cfg.top_k - 1)));
-  std::sort(order.begin(), order.end());
-  order.push_back(static_cast<int32_t>(c));
-  if (scores_out) *scores_out = score;
-  return order;
-}
-
-// The implementation scores in fp32; where the two lists differ, every
-// difference must be a near tie (within fp32 rounding of the dot product).
-bool same_or_near_tie(const std::vector<int32_t>& got, const std::vector<int32_t>& want,
-                      const std::vector<double>& score, double tol) {
-  if (got == want) return true;
-  if (got.size() != want.size() || got.empty() || got.back() != want.back()) return false;
-  double worst_in = std::numeric_limits<double>::infinity(), best_out = -std::numeric_limits<double>::infinity();
-  std::vector<char> in(score.size(), 0);
-  for (size_t a = 0; a + 1 < got.size(); ++a) {
-    if (got[a] < 0 || got[a] >= static_cast<int32_t>(score.size())) return false;
-    in[static_cast<size_t>(got[a])] = 1;
-    worst_in = std::min(worst_in, score[static_cast<size_t>(got[a])]);
-  }
-  for (size_t c = 0; c < score.size(); ++c)
-    if (!in[c]) best_out = std::max(best_out, score[c]);
-  return best_out <= worst_in + tol;
-}
 
 // Padded problem: checks moba_select against the brute force.
 template <class T>

@@ -13,6 +13,8 @@
 #include <string>
 #include <vector>
 
+#include <attnkit/moba/own_block_mask.hpp>
+
 #include "support/test_util.hpp"
 
 namespace {
@@ -233,6 +235,8 @@ void for_each_mask(const Problem& p, Visit&& visit) {
   visit("prefix_lm", PrefixLMMask(p.prefix), Claim::Exact, lq, lk);
   visit("sink_window", SinkWindowMask(p.sinks, p.sink_window), Claim::Exact, lq, lk);
   visit("block_sparse", p.block, Claim::Exact, lq, lk);
+  visit("moba own block", moba::OwnBlockMask(p.window), Claim::Exact, lq, lk);
+  visit("moba own block (Bs 1)", moba::OwnBlockMask(1), Claim::Exact, lq, lk);
   if (self) visit("document sorted", p.document(p.kv_ids, true, false), Claim::Exact, lq, lk);
   // With separate query ids a gap in the ids can make an overlapping id range
   // share no document: sound, not exact.

@@ -10,7 +10,9 @@
 #      .gpu/build/examples/cuda/llama3_decode .gpu/   (configure with -DATTNKIT_NATIVE=OFF: other CPU there)
 #   cp -L "$(dirname "$(which nvcc)")/../lib/libcudart.so.13" .gpu/ && strip .gpu/attnkit_cuda_*
 # then run `bash bench/cuda/run_on_gpu.sh` there with .gpu carried.
-# Knobs: TESTS=0 SANITIZE=0 EXAMPLE=0 BENCH=0 TORCH=0 VARIANTS=1 REPS=20.
+# Knobs: TESTS=0 SANITIZE=0 EXAMPLE=0 BENCH=0 TORCH=0 MOBA=0 VARIANTS=1 REPS=20,
+# TEST_FILTER='[moba]' (a Catch2 test spec), MOBA_SIZES=32768,131072 and
+# MOBA_CONFIGS=4096:12,512:3 (MoBA bench sizes and Bs:top_k configurations).
 set -u
 OUT=${OUT:-/tmp/attnkit_gpu_out}
 mkdir -p "$OUT"
@@ -24,8 +26,9 @@ nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem,temperature.gpu 
 
 summary=()
 if [ "${TESTS:-1}" = 1 ]; then
-  timeout 400 "$BIN/attnkit_cuda_tests" >"$OUT/tests.log" 2>&1
+  timeout 400 "$BIN/attnkit_cuda_tests" ${TEST_FILTER:+"$TEST_FILTER"} >"$OUT/tests.log" 2>&1
   rc=$?
+  [ "$rc" != 0 ] && grep -B3 -A14 -E "FAILED|failed with|due to unexpected" "$OUT/tests.log" | head -120
   summary+=("tests: rc=$rc $(grep -E '^(test cases|All tests passed)' "$OUT/tests.log" | tail -1)")
 fi
 if [ "${SANITIZE:-1}" = 1 ]; then
@@ -38,6 +41,16 @@ fi
 if [ "${EXAMPLE:-1}" = 1 ] && [ -x "$BIN/llama3_decode" ]; then
   timeout 120 "$BIN/llama3_decode" >"$OUT/example.log" 2>&1
   summary+=("example: rc=$? $(tr '\n' ' ' <"$OUT/example.log")")
+fi
+if [ "${MOBA:-1}" = 1 ] && [ -x "$BIN/attnkit_moba_cuda_bench" ]; then
+  timeout 420 "$BIN/attnkit_moba_cuda_bench" --csv "$OUT/moba.csv" ${MOBA_SIZES:+--sizes "$MOBA_SIZES"} \
+    ${MOBA_CONFIGS:+--configs "$MOBA_CONFIGS"} \
+    >"$OUT/moba.log" 2>&1
+  summary+=("moba bench: rc=$?")
+  if [ -x "$BIN/moba_long_context_cuda" ]; then
+    timeout 120 "$BIN/moba_long_context_cuda" >"$OUT/moba_example.log" 2>&1
+    summary+=("moba example: rc=$? $(tail -4 "$OUT/moba_example.log" | tr '\n' ' ')")
+  fi
 fi
 if [ "${BENCH:-1}" = 1 ]; then
   extra=""
@@ -55,3 +68,4 @@ echo
 printf '%s\n' "${summary[@]}"
 [ -f "$OUT/torch.log" ] && sed -n '/^=====/,$p' "$OUT/torch.log"
 [ -f "$OUT/torch.log" ] || cat "$OUT/bench.log" 2>/dev/null
+[ -f "$OUT/moba.log" ] && cat "$OUT/moba.log"

@@ -76,6 +76,18 @@ inline cudaMemPool_t workspace_pool() {
   return pool;
 }
 
+}  // namespace detail
+
+// Returns the memory the library's workspace pool keeps between calls (split-KV
+// partials, RoPE copies, MoBA workspaces) to the device, once the work queued
+// on `stream` that uses it has finished. The next call allocates it again.
+inline void trim_workspace(cudaStream_t stream = nullptr) {
+  detail::check(cudaStreamSynchronize(stream), "cudaStreamSynchronize");
+  detail::check(cudaMemPoolTrimTo(detail::workspace_pool(), 0), "cudaMemPoolTrimTo");
+}
+
+namespace detail {
+
 // Raise the dynamic shared-memory limit of a kernel above 48 KiB, once per
 // kernel and device. Keyed by the kernel's address, not by a per-template
 // flag: without -rdc each translation unit registers its own copy of a

@@ -18,7 +18,9 @@
 // call; for decode over a long cache, cache rotated keys and leave opts.rope
 // null. Relative schemes (ReRoPE, Leaky ReRoPE) are rejected: the gate's
 // block means need keys rotated independently of the query.
-// CPU only for now: device pointers are rejected with an error.
+// Device tensors (in a translation unit compiled by nvcc) run the CUDA path
+// (moba_cuda.cuh): the same semantics, block means recomputed per call
+// (cached MobaBlockMeans are host-side), ALiBi rejected.
 #pragma once
 
 #include <algorithm>
@@ -33,6 +35,9 @@
 #include "attnkit/rope/apply.hpp"
 #include "attnkit/rope/config.hpp"
 #include "attnkit/rope/frequencies.hpp"
+#if ATTNKIT_HAS_CUDA
+#include "attnkit/moba/moba_cuda.cuh"
+#endif
 
 namespace attnkit {
 
@@ -114,8 +119,34 @@ void prepare(Prepared<T>& pr, const AttentionOptions& o, int threads) {
   if (o.rope) rotate_copies(pr, *o.rope, threads);
 }
 
-inline void reject_device(bool on_device) {
-  if (on_device) fail("MoBA has no CUDA implementation yet: pass host tensors (the CPU path)");
+// Cached block means live on the host; the GPU path computes its own.
+inline void reject_device_means(bool on_device) {
+  if (on_device)
+    fail(
+        "cached MobaBlockMeans are host-side and cannot drive a GPU call: use attention(..., MobaConfig, opts), "
+        "which computes the block means on the device");
+}
+
+// The GPU path on device params (no-op without nvcc: nothing is on a device then).
+template <class T>
+void run_device(const AttentionParams<T>& p, const MobaConfig& cfg, const AttentionOptions& o) {
+  check_rope(o, p.shape.head_dim);
+#if ATTNKIT_HAS_CUDA
+  moba::cuda::forward(p, cfg, o);
+#else
+  (void)p, (void)cfg, (void)o;
+#endif
+}
+
+template <class T>
+MobaSelection select_device(const AttentionParams<T>& p, const MobaConfig& cfg, const AttentionOptions& o) {
+  check_rope(o, p.shape.head_dim);
+#if ATTNKIT_HAS_CUDA
+  return moba::cuda::select(p, cfg, o);
+#else
+  (void)p, (void)cfg, (void)o;
+  return {};
+#endif
 }
 
 // The whole call on validated params: means (given or computed), gate, attention.
@@ -166,7 +197,7 @@ void attention(const Tensor4<TQ>& q, const Tensor4<TK>& k, const Tensor4<TV>& v,
   using T = std::remove_const_t<TO>;
   detail::validate_moba_config(cfg);
   const bool dev = detail::device_placement(q.data, k.data, v.data, out.data);
-  moba::detail::reject_device(dev);
+  if (dev) return moba::detail::run_device(make_params<T>(q, k, v, out, opts, /*host_lengths=*/false), cfg, opts);
   moba::detail::Prepared<T> pr{make_params<T>(q, k, v, out, opts), {}, {}};
   moba::detail::run(pr, cfg, nullptr, opts);
 }
@@ -179,7 +210,8 @@ void attention_varlen(const Tensor3<TQ>& q, const Tensor3<TK>& k, const Tensor3<
   using T = std::remove_const_t<TO>;
   detail::validate_moba_config(cfg);
   const bool dev = detail::device_placement(q.data, k.data, v.data, out.data);
-  moba::detail::reject_device(dev);
+  if (dev)
+    return moba::detail::run_device(make_params_varlen<T>(q, k, v, out, seqs, opts, /*host_lengths=*/false), cfg, opts);
   moba::detail::Prepared<T> pr{make_params_varlen<T>(q, k, v, out, seqs, opts), {}, {}};
   moba::detail::run(pr, cfg, nullptr, opts);
 }
@@ -196,7 +228,7 @@ void moba_attention(const Tensor4<TQ>& q, const Tensor4<TK>& k, const Tensor4<TV
   detail::check_types<TQ, TK, TV, TO>();
   using T = std::remove_const_t<TO>;
   detail::validate_moba_config(cfg);
-  moba::detail::reject_device(detail::device_placement(q.data, k.data, v.data, out.data));
+  moba::detail::reject_device_means(detail::device_placement(q.data, k.data, v.data, out.data));
   moba::detail::Prepared<T> pr{make_params<T>(q, k, v, out, opts), {}, {}};
   moba::detail::run(pr, cfg, &means, opts);
 }
@@ -208,7 +240,7 @@ void moba_attention_varlen(const Tensor3<TQ>& q, const Tensor3<TK>& k, const Ten
   detail::check_types<TQ, TK, TV, TO>();
   using T = std::remove_const_t<TO>;
   detail::validate_moba_config(cfg);
-  moba::detail::reject_device(detail::device_placement(q.data, k.data, v.data, out.data));
+  moba::detail::reject_device_means(detail::device_placement(q.data, k.data, v.data, out.data));
   moba::detail::Prepared<T> pr{make_params_varlen<T>(q, k, v, out, seqs, opts), {}, {}};
   moba::detail::run(pr, cfg, &means, opts);
 }
@@ -225,6 +257,13 @@ MobaSelection moba_select(const Tensor4<TQ>& q_in, const Tensor4<TK>& k_in, cons
   static_assert(std::is_same_v<T, std::remove_const_t<TK>>, "q and k must share one storage dtype");
   const Tensor4<const T> q = q_in, k = k_in;
   detail::validate_moba_config(cfg);
+  if (detail::device_placement(q.data, k.data, q.data, q.data)) {
+    // v and out only carry shapes (never read or written): k and q stand in.
+    moba::detail::reject_device_means(means != nullptr);
+    return moba::detail::select_device(
+        make_params<T>(q, k, k, Tensor4<T>(const_cast<T*>(q.data), q.shape, q.stride), opts, /*host_lengths=*/false),
+        cfg, opts);
+  }
   // v and out only carry shapes here (never read or written).
   T dummy{};
   const Tensor4<const T> v(&dummy, {k.shape[0], k.shape[1], k.shape[2], 1}, {0, 0, 0, 1});
@@ -243,6 +282,13 @@ MobaSelection moba_select_varlen(const Tensor3<TQ>& q_in, const Tensor3<TK>& k_i
   static_assert(std::is_same_v<T, std::remove_const_t<TK>>, "q and k must share one storage dtype");
   const Tensor3<const T> q = q_in, k = k_in;
   detail::validate_moba_config(cfg);
+  if (detail::device_placement(q.data, k.data, q.data, q.data)) {
+    moba::detail::reject_device_means(means != nullptr);
+    return moba::detail::select_device(
+        make_params_varlen<T>(q, k, k, Tensor3<T>(const_cast<T*>(q.data), q.shape, q.stride), seqs, opts,
+                              /*host_lengths=*/false),
+        cfg, opts);
+  }
   T dummy{};
   const Tensor3<const T> v(&dummy, {k.shape[0], k.shape[1], 1}, {0, 0, 1});
   const Tensor3<T> out(&dummy, {q.shape[0], q.shape[1], 1}, {0, 0, 1});
