@@ -288,3 +288,41 @@ TEST_CASE("cuda moba: errors name the problem and leave outputs untouched", "[cu
   const std::vector<BF> after = out.download();
   CHECK(std::all_of(after.begin(), after.end(), [](BF x) { return std::isnan(to_float(x)); }));
 }
+
+TEST_CASE("cuda moba: decode over a growing cache with device block means", "[cuda][moba][decode]") {
+  using T = BF;
+  const int64_t B = 2, cap = 600, Hq = 8, Hkv = 2, D = 64;
+  const MobaConfig cfg{64, 3};
+  std::mt19937_64 rng(fresh_seed());
+  DevBuf<T> k(random_vector<T>(static_cast<size_t>(B * cap * Hkv * D), rng)),
+      v(random_vector<T>(static_cast<size_t>(B * cap * Hkv * D), rng)), q(static_cast<size_t>(B * Hq * D)),
+      out_cached(static_cast<size_t>(B * Hq * D)), out_fresh(static_cast<size_t>(B * Hq * D));
+  DevBuf<int32_t> lens_dev(static_cast<size_t>(B));
+  const Tensor4<const T> kd(k.ptr, {B, cap, Hkv, D}), vd(v.ptr, {B, cap, Hkv, D}), qd(q.ptr, {B, 1, Hq, D});
+  const Tensor4<T> oc(out_cached.ptr, {B, 1, Hq, D}), of(out_fresh.ptr, {B, 1, Hq, D});
+  moba::cuda::MobaDeviceMeans means(B, Hkv, D, cfg.block_size, cap);
+  std::vector<int32_t> lens{509, 130};
+  means.update(kd, lens.data());
+  AttentionOptions o;
+  o.kv_lens = lens_dev.ptr;
+  for (int step = 0; step < 6; ++step) {  // crosses the block boundary at 512
+    for (auto& n : lens) ++n;
+    means.update(kd, lens.data());
+    lens_dev.upload(lens);
+    q.upload(random_vector<T>(static_cast<size_t>(B * Hq * D), rng));
+    out_cached.poison();
+    moba_attention(qd, kd, vd, oc, cfg, means, o);
+    attention(qd, kd, vd, of, cfg, o);  // block means recomputed from scratch
+    const std::vector<T> a = out_cached.download(), b = out_fresh.download();
+    INFO("step " << step << " lens " << lens[0] << ", " << lens[1]);
+    REQUIRE(all_finite(a));
+    CHECK(std::memcmp(a.data(), b.data(), a.size() * sizeof(T)) == 0);
+  }
+  // Means that lag behind the cache are an error, and nothing is written.
+  for (auto& n : lens) ++n;
+  lens_dev.upload(lens);
+  out_cached.poison();
+  CHECK_THROWS_WITH(moba_attention(qd, kd, vd, oc, cfg, means, o), Catch::Contains("update() the means first"));
+  const std::vector<T> after = out_cached.download();
+  CHECK(std::all_of(after.begin(), after.end(), [](T x) { return std::isnan(to_float(x)); }));
+}

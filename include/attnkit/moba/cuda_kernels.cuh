@@ -48,7 +48,8 @@ struct MobaArgs {
   int64_t top_k = 1;
   int64_t blocks = 1;                         // per sequence: ceil(kv_capacity / Bs)
   int64_t slots = 1;                          // selection list capacity per lane
-  float* means = nullptr;                     // [B][Hkv][blocks][D]
+  float* means = nullptr;                     // [B][Hkv][means_stride][D]
+  int64_t means_stride = 1;                   // blocks per (sequence, kv head) in means (>= blocks)
   int32_t* sel_blocks = nullptr;              // [lanes][slots], ascending, own block last
   int32_t* sel_count = nullptr;               // [lanes]
   float* sel_score = nullptr;                 // [lanes][slots] gate scratch
@@ -71,17 +72,17 @@ __device__ const T* q_row_global(const AttentionParams<T>& p, int64_t row, int64
   return p.q + b * p.q_layout.batch_stride + i * p.q_layout.row_stride + h * p.q_layout.head_stride;
 }
 
-// grid (blocks, Hkv, B), block (D, kMeanSplit): thread (d, y) sums rows
+// grid (blocks from first_block on, Hkv, B), block (D, kMeanSplit): thread (d, y) sums rows
 // y, y + kMeanSplit, ... of the block in ascending order; the partial sums
 // are added in y order. The same order for every block, so blocks with equal
 // keys get bit-equal means (and the gate exact ties).
 inline constexpr int kMeanSplit = 4;
 template <class T>
-__global__ void block_means_kernel(const MobaArgs<T> a) {
+__global__ void block_means_kernel(const MobaArgs<T> a, int64_t first_block) {
   extern __shared__ float part[];  // [kMeanSplit][D]
   const ProblemShape& s = a.p.shape;
   const int64_t D = s.head_dim;
-  const int64_t c = blockIdx.x, hk = blockIdx.y, b = blockIdx.z;
+  const int64_t c = first_block + blockIdx.x, hk = blockIdx.y, b = blockIdx.z;
   const int d = threadIdx.x, y = threadIdx.y;
   const int64_t kv_len = clamp_len(s.kv_len(b), s.kv_capacity);
   const int64_t j0 = c * a.block_size;
@@ -94,7 +95,7 @@ __global__ void block_means_kernel(const MobaArgs<T> a) {
   float total = part[d];
   for (int yy = 1; yy < kMeanSplit; ++yy) total += part[yy * D + d];
   const float n = j1 > j0 ? static_cast<float>(j1 - j0) : 1.f;
-  a.means[((b * s.kv_heads + hk) * a.blocks + c) * D + d] = j1 > j0 ? total / n : 0.f;
+  a.means[((b * s.kv_heads + hk) * a.means_stride + c) * D + d] = j1 > j0 ? total / n : 0.f;
 }
 
 // grid (lane tiles, Hkv, B), kGateLanes threads: lane l of (b, kv head hk) is
@@ -139,12 +140,12 @@ __global__ void __launch_bounds__(kGateLanes) gate_select_kernel(const MobaArgs<
   float* best_score = a.sel_score + lane * a.slots;
   int64_t n = 0;
   float thr = neg_inf();  // score to beat once the list is full
-  const float* mean_bh = a.means + (b * s.kv_heads + hk) * a.blocks * D;
+  const float* mean_bh = a.means + (b * s.kv_heads + hk) * a.means_stride * D;
   for (int64_t c0 = 0; c0 < ncmax; c0 += kGateChunk) {
     __syncthreads();  // the previous chunk is no longer read
     for (int e = tid; e < kGateChunk * D; e += kGateLanes) {
       const int cc = e / D, d = e % D;
-      ms[d * kGateChunk + cc] = c0 + cc < a.blocks ? mean_bh[(c0 + cc) * D + d] : 0.f;
+      ms[d * kGateChunk + cc] = c0 + cc < a.means_stride ? mean_bh[(c0 + cc) * D + d] : 0.f;
     }
     __syncthreads();
     if (!scored || c0 >= nc) continue;

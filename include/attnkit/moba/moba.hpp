@@ -245,6 +245,25 @@ void moba_attention_varlen(const Tensor3<TQ>& q, const Tensor3<TK>& k, const Ten
   moba::detail::run(pr, cfg, &means, opts);
 }
 
+#if ATTNKIT_HAS_CUDA
+// The same on the GPU, with block means kept on the device across decode
+// steps (moba::cuda::MobaDeviceMeans; means.update(k_cache, kv_lens) after
+// appending keys). Padded layout; q, k, v, out in device memory.
+template <class TQ, class TK, class TV, class TO>
+void moba_attention(const Tensor4<TQ>& q, const Tensor4<TK>& k, const Tensor4<TV>& v, const Tensor4<TO>& out,
+                    const MobaConfig& cfg, const moba::cuda::MobaDeviceMeans& means,
+                    const AttentionOptions& opts = {}) {
+  detail::check_types<TQ, TK, TV, TO>();
+  using T = std::remove_const_t<TO>;
+  detail::validate_moba_config(cfg);
+  if (!detail::device_placement(q.data, k.data, v.data, out.data))
+    moba::detail::fail("MobaDeviceMeans drive GPU calls: q, k, v and out must be in device memory");
+  const AttentionParams<T> p = make_params<T>(q, k, v, out, opts, /*host_lengths=*/false);
+  moba::detail::check_rope(opts, p.shape.head_dim);
+  moba::cuda::forward(p, cfg, opts, &means);
+}
+#endif
+
 // ---- inspection ---------------------------------------------------------------
 
 // The blocks every (sequence, query head, query row) chooses for q and k

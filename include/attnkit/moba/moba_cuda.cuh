@@ -100,6 +100,126 @@ void allow_dynamic_smem(Kernel k, size_t bytes) {
 
 inline unsigned grid_dim(int64_t n, int64_t per) { return static_cast<unsigned>((n + per - 1) / per); }
 
+// Means of blocks [first, last) of every (sequence, kv head) into a.means.
+template <class T>
+void launch_block_means(const MobaArgs<T>& a, int64_t first, int64_t last, cudaStream_t stream) {
+  const ProblemShape& s = a.p.shape;
+  if (last <= first || s.batch == 0 || s.kv_heads == 0) return;
+  const dim3 grid(static_cast<unsigned>(last - first), static_cast<unsigned>(s.kv_heads),
+                  static_cast<unsigned>(s.batch));
+  const dim3 block(static_cast<unsigned>(s.head_dim), kMeanSplit);
+  block_means_kernel<T><<<grid, block, kMeanSplit * s.head_dim * sizeof(float), stream>>>(a, first);
+  check_launch("moba block_means_kernel");
+}
+
+}  // namespace detail
+
+// Block means kept on the device across decode steps (the GPU counterpart of
+// MobaBlockMeans): after appending keys to a padded cache, update() recomputes
+// only the blocks the new keys touch (the last partial block and the new
+// ones), with the same summation order as a fresh computation, so results are
+// bit-identical to recomputing. Pass it to moba_attention(); the means must
+// cover exactly kv_len(b) keys of every sequence (checked), of the keys as
+// the gate sees them (store rotated keys in the cache when using RoPE).
+class MobaDeviceMeans {
+ public:
+  MobaDeviceMeans(int64_t batch, int64_t kv_heads, int64_t head_dim, int64_t block_size, int64_t capacity_tokens)
+      : batch_(batch), heads_(kv_heads), dim_(head_dim), bs_(block_size) {
+    attnkit::detail::require(batch >= 1, "batch", batch, "must be >= 1");
+    attnkit::detail::require(kv_heads >= 1, "num_kv_heads", kv_heads, "must be >= 1");
+    attnkit::detail::require(head_dim == 64 || head_dim == 96 || head_dim == 128 || head_dim == 256, "head_dim",
+                             head_dim, "must be 64, 96, 128 or 256 on the GPU");
+    attnkit::detail::require(block_size >= 1, "moba block_size", block_size, "must be >= 1");
+    attnkit::detail::require(capacity_tokens >= 1, "capacity_tokens", capacity_tokens, "must be >= 1");
+    cap_blocks_ = (capacity_tokens + block_size - 1) / block_size;
+    tokens_.assign(static_cast<size_t>(batch), 0);
+    detail::check(cudaMalloc(&means_, sizeof(float) * batch * kv_heads * cap_blocks_ * head_dim),
+                  "cudaMalloc (MoBA block means)");
+    detail::check(cudaMalloc(&lens_, sizeof(int32_t) * batch), "cudaMalloc (MoBA block means)");
+    detail::check(cudaMemset(means_, 0, sizeof(float) * batch * kv_heads * cap_blocks_ * head_dim), "cudaMemset");
+  }
+  ~MobaDeviceMeans() {
+    cudaFree(means_);
+    cudaFree(lens_);
+  }
+  MobaDeviceMeans(const MobaDeviceMeans&) = delete;
+  MobaDeviceMeans& operator=(const MobaDeviceMeans&) = delete;
+
+  // k: the device cache [B, capacity, Hkv, D]; kv_lens: the new valid length
+  // of every sequence (host array, each >= its previous length).
+  template <class T>
+  void update(const Tensor4<const T>& k, const int32_t* kv_lens, cudaStream_t stream = nullptr) {
+    using attnkit::detail::concat;
+    using attnkit::detail::require;
+    require(k.shape[0] == batch_, "k.shape[0]", k.shape[0], concat("must equal the means' batch (", batch_, ")"));
+    require(k.shape[2] == heads_, "k.shape[2]", k.shape[2], concat("must equal the means' kv heads (", heads_, ")"));
+    require(k.shape[3] == dim_, "k.shape[3]", k.shape[3], concat("must equal the means' head dim (", dim_, ")"));
+    require(k.stride[3] == 1, "k.stride[3]", k.stride[3], "must be 1");
+    require(kv_lens != nullptr, "kv_lens", 0, "must be a host array of the new lengths");
+    int64_t first = cap_blocks_, last = 0;
+    for (int64_t b = 0; b < batch_; ++b) {
+      const int64_t n = kv_lens[b], old = tokens_[static_cast<size_t>(b)];
+      require(n >= old, concat("kv_lens[", b, "]").c_str(), n, concat("must not shrink (was ", old, ")"));
+      require(n <= k.shape[1] && n <= cap_blocks_ * bs_, concat("kv_lens[", b, "]").c_str(), n,
+              concat("must be <= the cache capacity (", std::min(k.shape[1], cap_blocks_ * bs_), ")"));
+      if (n > old) first = std::min(first, old / bs_), last = std::max(last, (n + bs_ - 1) / bs_);
+    }
+    detail::check(cudaMemcpyAsync(lens_, kv_lens, sizeof(int32_t) * batch_, cudaMemcpyHostToDevice, stream),
+                  "cudaMemcpyAsync (kv_lens)");
+    for (int64_t b = 0; b < batch_; ++b) tokens_[static_cast<size_t>(b)] = kv_lens[b];
+    if (last <= first) return;
+    if constexpr (!std::is_same_v<T, float>) {
+      MobaArgs<T> a;
+      a.p.k = k.data;
+      a.p.k_layout = {k.stride[0], k.stride[1], k.stride[2]};
+      a.p.shape.batch = batch_;
+      a.p.shape.kv_heads = heads_;
+      a.p.shape.head_dim = dim_;
+      a.p.shape.kv_capacity = k.shape[1];
+      a.p.shape.kv_lens = lens_;
+      a.block_size = bs_;
+      a.means = means_;
+      a.means_stride = cap_blocks_;
+      detail::launch_block_means(a, first, last, stream);
+    } else {
+      attnkit::detail::fail("float32 keys are not supported on the GPU");
+    }
+  }
+
+  int64_t tokens(int64_t b) const { return tokens_[static_cast<size_t>(b)]; }
+  int64_t block_size() const { return bs_; }
+  int64_t block_capacity() const { return cap_blocks_; }
+  float* data() const { return means_; }
+
+  // The call's kv lengths (device-resident: one small copy) must be the ones
+  // the means cover.
+  void check_tokens(const ProblemShape& s, cudaStream_t stream) const {
+    using attnkit::detail::concat;
+    attnkit::detail::require(
+        s.batch == batch_ && s.kv_heads == heads_ && s.head_dim == dim_, "moba means shape", batch_,
+        concat("must match the call (batch ", s.batch, ", kv heads ", s.kv_heads, ", head dim ", s.head_dim, ")"));
+    std::vector<int32_t> lens(static_cast<size_t>(batch_), static_cast<int32_t>(s.kv_capacity));
+    if (s.kv_lens) {
+      detail::check(cudaMemcpyAsync(lens.data(), s.kv_lens, sizeof(int32_t) * batch_, cudaMemcpyDeviceToHost, stream),
+                    "cudaMemcpyAsync (kv_lens)");
+      detail::check(cudaStreamSynchronize(stream), "cudaStreamSynchronize");
+    }
+    for (int64_t b = 0; b < batch_; ++b)
+      if (lens[static_cast<size_t>(b)] != tokens_[static_cast<size_t>(b)])
+        attnkit::detail::fail_arg(
+            concat("moba means tokens of sequence ", b).c_str(), tokens_[static_cast<size_t>(b)],
+            concat("must equal its kv length (", lens[static_cast<size_t>(b)], "); update() the means first"));
+  }
+
+ private:
+  int64_t batch_, heads_, dim_, bs_, cap_blocks_ = 0;
+  std::vector<int64_t> tokens_;
+  float* means_ = nullptr;
+  int32_t* lens_ = nullptr;
+};
+
+namespace detail {
+
 // Optional per-phase timing of one call (benchmarks): CUDA events on the
 // call's stream, read after it finishes. Milliseconds.
 struct PhaseTimes {
@@ -146,8 +266,10 @@ class PhaseClock {
 template <class T, int D>
 class Run {
  public:
-  Run(const AttentionParams<T>& p, const MobaConfig& cfg, const AttentionOptions& o)
-      : stream_(static_cast<cudaStream_t>(o.cuda_stream)) {
+  // `cached` (optional): block means kept across calls (MobaDeviceMeans).
+  Run(const AttentionParams<T>& p, const MobaConfig& cfg, const AttentionOptions& o,
+      const MobaDeviceMeans* cached = nullptr)
+      : stream_(static_cast<cudaStream_t>(o.cuda_stream)), cached_means_(cached) {
     const ProblemShape& s = p.shape;
     a_.p = p;
     if (o.rope) {
@@ -164,6 +286,10 @@ class Run {
     a_.top_k = cfg.top_k;
     a_.blocks = std::max<int64_t>(1, (s.kv_capacity + cfg.block_size - 1) / cfg.block_size);
     a_.slots = moba::detail::selection_slots(s, cfg);
+    if (cached) {
+      a_.means = cached->data();
+      a_.means_stride = cached->block_capacity();
+    }
     rows_ = s.varlen() ? s.total_q : s.batch * s.q_capacity;
     lanes_ = rows_ * s.q_heads;
     n_lists_ = s.batch * s.kv_heads * a_.blocks;
@@ -178,12 +304,15 @@ class Run {
   void gate(PhaseTimes* times = nullptr) {
     PhaseClock clock(times, stream_);
     const ProblemShape& s = a_.p.shape;
-    means_ = StreamBuf<float>(static_cast<size_t>(n_lists_ * D), stream_);
+    if (!cached_means_) means_ = StreamBuf<float>(static_cast<size_t>(n_lists_ * D), stream_);
     blocks_ = StreamBuf<int32_t>(static_cast<size_t>(lanes_ * a_.slots), stream_);
     count_ = StreamBuf<int32_t>(static_cast<size_t>(lanes_), stream_);
     score_ = StreamBuf<float>(static_cast<size_t>(lanes_ * a_.slots), stream_);
     list_count_ = StreamBuf<int32_t>(static_cast<size_t>(n_lists_), stream_);
-    a_.means = means_.get();
+    if (!cached_means_) {
+      a_.means = means_.get();
+      a_.means_stride = a_.blocks;
+    }
     a_.sel_blocks = blocks_.get();
     a_.sel_count = count_.get();
     a_.sel_score = score_.get();
@@ -192,10 +321,7 @@ class Run {
     check(cudaMemsetAsync(a_.sel_count, 0, sizeof(int32_t) * lanes_, stream_), "cudaMemsetAsync");
     check(cudaMemsetAsync(a_.list_count, 0, sizeof(int32_t) * n_lists_, stream_), "cudaMemsetAsync");
 
-    const dim3 mgrid(static_cast<unsigned>(a_.blocks), static_cast<unsigned>(s.kv_heads),
-                     static_cast<unsigned>(s.batch));
-    block_means_kernel<T><<<mgrid, dim3(D, kMeanSplit), kMeanSplit * D * sizeof(float), stream_>>>(a_);
-    check_launch("moba block_means_kernel");
+    if (!cached_means_) launch_block_means(a_, 0, a_.blocks, stream_);
 
     const size_t smem = static_cast<size_t>(D) * (kGateLanes + kGateChunk) * sizeof(float);
     auto gate_kernel = gate_select_kernel<T, D>;
@@ -384,6 +510,7 @@ class Run {
   MobaArgs<T> a_;
   cudaStream_t stream_ = nullptr;
   void* rope_ws_ = nullptr;
+  const MobaDeviceMeans* cached_means_ = nullptr;
   int64_t rows_ = 0, lanes_ = 0, n_lists_ = 0;
   StreamBuf<float> means_, score_;
   StreamBuf<int32_t> blocks_, count_, list_count_;
@@ -419,15 +546,21 @@ void with_head_dim(int64_t D, F&& f) {
 
 }  // namespace detail
 
-// MoBA attention on device params (validated by the front door).
+// MoBA attention on device params (validated by the front door), with block
+// means computed here or kept by the caller (`cached`).
 template <class T>
-void forward(const AttentionParams<T>& p, const MobaConfig& cfg, const AttentionOptions& o) {
+void forward(const AttentionParams<T>& p, const MobaConfig& cfg, const AttentionOptions& o,
+             const MobaDeviceMeans* cached = nullptr) {
   detail::check_problem(p, o);
+  if (cached)
+    attnkit::detail::require(cached->block_size() == cfg.block_size, "moba means block_size", cached->block_size(),
+                             attnkit::detail::concat("must equal the config's block_size (", cfg.block_size, ")"));
   if constexpr (!std::is_same_v<T, float>) {
     const ProblemShape& s = p.shape;
     if (s.batch == 0 || s.q_capacity == 0 || s.q_heads == 0) return;
+    if (cached) cached->check_tokens(s, static_cast<cudaStream_t>(o.cuda_stream));
     detail::with_head_dim(s.head_dim, [&](auto d) {
-      detail::Run<T, decltype(d)::value> run(p, cfg, o);
+      detail::Run<T, decltype(d)::value> run(p, cfg, o, cached);
       run.gate();
       run.attend();
     });
