@@ -37,7 +37,7 @@ using attnkit::cuda::detail::MmaOps;
 using attnkit::cuda::detail::neg_inf;
 
 // Threads per gate CTA (one lane each) and blocks per staged means chunk.
-inline constexpr int kGateLanes = 64;
+inline constexpr int kGateLanes = 128;
 inline constexpr int kGateChunk = 32;
 
 // What every MoBA kernel needs to know about the call (a POD, by value).
@@ -99,17 +99,18 @@ __global__ void block_means_kernel(const MobaArgs<T> a, int64_t first_block) {
 }
 
 // grid (lane tiles, Hkv, B), kGateLanes threads: lane l of (b, kv head hk) is
-// query row l / G, query head hk * G + l % G. Each thread keeps its query
-// (fp32) in a shared column and scores kGateChunk blocks per pass against
-// means staged feature-major in shared memory (broadcast reads), summing
-// d = 0, 1, ... with fused multiply-adds: equal means give equal scores.
+// query row l / G, query head hk * G + l % G. Each thread keeps its query in
+// a shared column (storage dtype, so more CTAs fit; widened to fp32 on use)
+// and scores kGateChunk blocks per pass against means staged feature-major in
+// shared memory (broadcast reads), summing d = 0, 1, ... with fused
+// multiply-adds: equal means give equal scores.
 // The top list lives in the lane's selection row and score scratch (global,
 // cached); a register copy of its threshold rejects most candidates at once.
 template <class T, int D>
 __global__ void __launch_bounds__(kGateLanes) gate_select_kernel(const MobaArgs<T> a) {
   extern __shared__ float smem[];
-  float* qs = smem;                   // [D][kGateLanes]
-  float* ms = smem + D * kGateLanes;  // [D][kGateChunk]
+  float* ms = smem;                                     // [D][kGateChunk]
+  T* qs = reinterpret_cast<T*>(smem + D * kGateChunk);  // [D][kGateLanes], storage dtype: more CTAs fit
   __shared__ int64_t chunk_end;
   const AttentionParams<T>& p = a.p;
   const ProblemShape& s = p.shape;
@@ -129,8 +130,13 @@ __global__ void __launch_bounds__(kGateLanes) gate_select_kernel(const MobaArgs<
   __syncthreads();
   if (scored) atomicMax(reinterpret_cast<unsigned long long*>(&chunk_end), static_cast<unsigned long long>(nc));
   if (scored) {
-    const T* qr = q_row_global(p, a.row_of(b, i), h);
-    for (int d = 0; d < D; ++d) qs[d * kGateLanes + tid] = MmaOps<T>::load(qr + d);
+    const uint4* qr = reinterpret_cast<const uint4*>(q_row_global(p, a.row_of(b, i), h));  // 16-byte aligned rows
+    for (int d8 = 0; d8 < D / 8; ++d8) {
+      const uint4 x = qr[d8];
+      const T* e = reinterpret_cast<const T*>(&x);
+#pragma unroll
+      for (int u = 0; u < 8; ++u) qs[(8 * d8 + u) * kGateLanes + tid] = e[u];
+    }
   }
   __syncthreads();
   const int64_t ncmax = chunk_end;
@@ -153,7 +159,7 @@ __global__ void __launch_bounds__(kGateLanes) gate_select_kernel(const MobaArgs<
 #pragma unroll
     for (int cc = 0; cc < kGateChunk; ++cc) acc[cc] = 0.f;
     for (int d = 0; d < D; ++d) {
-      const float qd = qs[d * kGateLanes + tid];
+      const float qd = MmaOps<T>::load(qs + d * kGateLanes + tid);
       const float4* m4 = reinterpret_cast<const float4*>(ms + d * kGateChunk);
 #pragma unroll
       for (int v = 0; v < kGateChunk / 4; ++v) {

@@ -323,7 +323,7 @@ class Run {
 
     if (!cached_means_) launch_block_means(a_, 0, a_.blocks, stream_);
 
-    const size_t smem = static_cast<size_t>(D) * (kGateLanes + kGateChunk) * sizeof(float);
+    const size_t smem = static_cast<size_t>(D) * (kGateChunk * sizeof(float) + kGateLanes * sizeof(T));
     auto gate_kernel = gate_select_kernel<T, D>;
     allow_dynamic_smem(gate_kernel, smem);
     gate_kernel<<<lane_grid(), kGateLanes, smem, stream_>>>(a_);
