@@ -9,6 +9,9 @@
 #include <vector>
 
 #include <attnkit/moba/config.hpp>
+#include <attnkit/moba/selection.hpp>
+
+#include "support/test_util.hpp"
 
 namespace attnkit_test {
 
@@ -69,6 +72,50 @@ bool same_or_near_tie(const std::vector<int32_t>& got, const std::vector<int32_t
   for (size_t c = 0; c < score.size(); ++c)
     if (!in[c]) best_out = std::max(best_out, score[c]);
   return best_out <= worst_in + tol;
+}
+
+// Where one sequence's rows sit in contiguous [rows, heads, D] buffers.
+struct SeqRows {
+  int64_t q0, k0, lq, lk;
+};
+
+// Every row's chosen list equals the brute force's, or differs only at a near
+// tie; near ties must be rare on random data.
+template <class T>
+void check_selection(const std::vector<T>& q, const std::vector<T>& k, int64_t Hq, int64_t Hkv, int64_t D,
+                     const std::vector<SeqRows>& seqs, attnkit::Alignment align, const MobaConfig& cfg,
+                     const attnkit::MobaSelection& sel) {
+  int64_t exact = 0, near = 0;
+  for (size_t b = 0; b < seqs.size(); ++b) {
+    const SeqRows& r = seqs[b];
+    const Seq sq{r.lq, r.lk, align == attnkit::Alignment::BottomRight ? r.lk - r.lq : 0};
+    for (int64_t h = 0; h < Hq; ++h) {
+      const int64_t hk = h / (Hq / Hkv);
+      std::vector<double> qd(static_cast<size_t>(D)), kd(static_cast<size_t>(D));
+      auto qrow = [&](int64_t i) {
+        for (int64_t d = 0; d < D; ++d) qd[d] = to_float(q[static_cast<size_t>(((r.q0 + i) * Hq + h) * D + d)]);
+        return qd.data();
+      };
+      auto krow = [&](int64_t j) {
+        for (int64_t d = 0; d < D; ++d) kd[d] = to_float(k[static_cast<size_t>(((r.k0 + j) * Hkv + hk) * D + d)]);
+        return kd.data();
+      };
+      for (int64_t i = 0; i < r.lq; ++i) {
+        std::vector<double> score;
+        const std::vector<int32_t> want = brute_row(qrow, krow, D, sq, i, cfg, &score);
+        const std::vector<int32_t> got = sel.chosen(static_cast<int64_t>(b), h, i);
+        INFO("b " << b << " h " << h << " i " << i);
+        if (got == want) {
+          ++exact;
+          continue;
+        }
+        ++near;
+        REQUIRE(same_or_near_tie(got, want, score, 1e-5 * static_cast<double>(D)));
+      }
+    }
+  }
+  INFO("exact rows " << exact << ", near-tie rows " << near);
+  CHECK(near <= exact / 100 + 1);
 }
 
 }  // namespace attnkit_test
