@@ -6,6 +6,8 @@
 // Decode: µs and GB/s of K + V read; plus the end-to-end latency of a B = 1
 // decode call measured on the host clock, launch and synchronisation included.
 //
+// --rope: only the fused-RoPE cases (plain / fused / on-the-fly / pre-pass / ReRoPE).
+//
 // Output: a human table on stdout and, with --csv FILE, one line per case:
 //   kind,name,mask,B,N,Hq,Hkv,D,ms,tflops,gbps,pairs
 #include <cuda_runtime.h>
@@ -250,17 +252,67 @@ void variants(Flusher& flush, int reps) {
   decode_cfg<FwdConfig<T, 128, 1, 1, 64>>("w1n64 ", 1, 32768, flush, reps, false);
 }
 
+// Fused RoPE against the same shape without RoPE, the unfused pre-pass
+// (rotated copies of q and k, then the plain kernel) and the fused kernel with
+// angles computed on the fly instead of the cos/sin table; ReRoPE with a
+// window that makes the diagonal tiles straddle it. Llama-3 shapes: GQA 32/8,
+// D 128, Llama-3.1 scaling; every RoPE variant includes its table build.
+void rope_cases(Flusher& flush, int reps) {
+  constexpr int D = 128;
+  const int64_t Hq = 32, Hkv = 8;
+  const RopeConfig llama = RopeConfig::llama3_1(RopeStyle::Half);
+  const RopeConfig rerope = RopeConfig::rerope(RopeStyle::Half, 512, 500000.0);
+  struct Shape {
+    int64_t B, Sq, Sk;
+  };
+  for (const Shape sh : {Shape{8, 4096, 4096}, Shape{1, 1, 32768}, Shape{8, 1, 32768}}) {
+    const int64_t B = sh.B, Sq = sh.Sq, Sk = sh.Sk;
+    T* q = dev_random<T>(size_t(B * Sq * Hq * D), 7);
+    T* k = dev_random<T>(size_t(B * Sk * Hkv * D), 8);
+    T* v = dev_random<T>(size_t(B * Sk * Hkv * D), 9);
+    T* o = nullptr;
+    ok(cudaMalloc(&o, size_t(B * Sq * Hq * D) * sizeof(T)), "cudaMalloc");
+    AttentionOptions opts;
+    const auto p = make_params<T>(Tensor4<const T>(q, {B, Sq, Hq, D}), Tensor4<const T>(k, {B, Sk, Hkv, D}),
+                                  Tensor4<const T>(v, {B, Sk, Hkv, D}), Tensor4<T>(o, {B, Sq, Hq, D}), opts, false);
+    const rope::RopeParams rp = rope::resolve(llama, D, Sk);
+    const rope::RopeParams rr = rope::resolve(rerope, D, Sk);
+    double pairs = 0;
+    for (int64_t b = 0; b < B; ++b) pairs += count_pairs(CausalMask{}, b, Sq, Sk);
+    pairs *= double(Hq);
+    const std::string base = (Sq > 1 ? "prefill B" : "decode B") + std::to_string(B) + " N" + std::to_string(Sq) + "/" +
+                             std::to_string(Sk) + " H32/8 D128 ";
+    auto one = [&](const char* what, auto&& call) {
+      const double ms = median_ms(call, flush, reps);
+      report("rope", base + what, "causal", B, Sk, Hq, Hkv, D, ms, 4.0 * D * pairs / (ms * 1e-3) / 1e12,
+             double(B) * Sk * Hkv * D * 2 * 2 / (ms * 1e-3) / 1e9, pairs);
+    };
+    one("plain", [&] { cuda::forward_hdim<D>(p, CausalMask{}, nullptr); });
+    one("fused", [&] { cuda::forward_rope(p, CausalMask{}, rp, nullptr, true); });
+    one("fused-otf", [&] { cuda::forward_rope(p, CausalMask{}, rp, nullptr, false); });
+    one("prepass", [&] {
+      void* ws = nullptr;
+      const auto pr = cuda::rope_prepass(p, rp, nullptr, cuda::detail::workspace_pool(), &ws);
+      cuda::forward_hdim<D>(pr, CausalMask{}, nullptr);
+      ok(cudaFreeAsync(ws, nullptr), "free");
+    });
+    one("rerope512", [&] { cuda::forward_rope(p, CausalMask{}, rr, nullptr, true); });
+    cudaFree(q), cudaFree(k), cudaFree(v), cudaFree(o);
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   int reps = 20;
-  bool quick = false, try_variants = false, one = false;
+  bool quick = false, try_variants = false, one = false, rope_only = false;
   for (int a = 1; a < argc; ++a) {
     if (!std::strcmp(argv[a], "--csv") && a + 1 < argc) g_csv = std::fopen(argv[++a], "w");
     if (!std::strcmp(argv[a], "--reps") && a + 1 < argc) reps = std::atoi(argv[++a]);
     if (!std::strcmp(argv[a], "--quick")) quick = true;
     if (!std::strcmp(argv[a], "--variants")) try_variants = true;
-    if (!std::strcmp(argv[a], "--one")) one = true;  // one causal prefill, for profilers
+    if (!std::strcmp(argv[a], "--one")) one = true;         // one causal prefill, for profilers
+    if (!std::strcmp(argv[a], "--rope")) rope_only = true;  // the fused-RoPE cases only
   }
   int n = 0;
   if (cudaGetDeviceCount(&n) != cudaSuccess || n == 0) {
@@ -277,6 +329,10 @@ int main(int argc, char** argv) {
     return 0;
   }
   if (try_variants) variants(flush, reps);
+  if (rope_only) {
+    rope_cases(flush, reps);
+    return 0;
+  }
 
   const std::vector<int64_t> Ns = quick ? std::vector<int64_t>{4096} : std::vector<int64_t>{1024, 4096, 16384};
   for (int64_t N : Ns) {
@@ -307,6 +363,7 @@ int main(int argc, char** argv) {
   }
   for (int64_t B : {1, 8})
     for (int64_t kv : {4096, 32768, 131072}) decode(B, kv, flush, reps, B == 1 && kv == 4096);
+  rope_cases(flush, reps);
   if (g_csv) std::fclose(g_csv);
   return 0;
 }

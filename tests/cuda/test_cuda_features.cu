@@ -140,7 +140,7 @@ TEST_CASE("cuda: a 1M-token KV cache (64-bit index math)", "[cuda][large]") {
   check_case<T, 64>(c, CausalMask{}, Entry::Dispatch);
 }
 
-TEST_CASE("cuda: RoPE (rotation pre-pass): styles, partial rotary, scalings, alignments, varlen", "[cuda][rope]") {
+TEST_CASE("cuda: RoPE (fused): styles, partial rotary, scalings, alignments, varlen", "[cuda][rope]") {
   RopeConfig half = RopeConfig::standard(RopeStyle::Half);
   RopeConfig inter = RopeConfig::standard(RopeStyle::Interleaved, 500000.0);
   RopeConfig partial = RopeConfig::standard(RopeStyle::Half, 10000.0, 64);  // rotary_dim 64 of 128

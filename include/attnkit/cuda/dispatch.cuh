@@ -5,9 +5,11 @@
 // Device calls take device (or managed) pointers for everything the kernel
 // reads: lengths, cu_seqlens, lse, ALiBi slopes, sink logits, mask arrays.
 // Storage must be fp16 or bf16 (fp32 on the GPU is a clear Error: convert,
-// or run it on the host). Head dims 64, 96, 128, 256 with Dv == D. RoPE
-// (absolute styles and scalings) runs as a rotation pre-pass (rope_prepass.cuh);
-// ReRoPE / Leaky ReRoPE are an Error on the GPU for now.
+// or run it on the host). Head dims 64, 96, 128, 256 with Dv == D. RoPE is
+// fused into the flash kernel (every style and scaling, explicit positions,
+// ReRoPE / Leaky ReRoPE with causal-type masks): the configuration carries
+// the RoPE policy (FwdConfig's kRope), so calls without RoPE run the plain
+// kernel unchanged. rope_prepass.cuh (rotated copies) stays for MoBA's gate.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -22,7 +24,9 @@
 #include "attnkit/core/params.hpp"
 #include "attnkit/cuda/check.cuh"
 #include "attnkit/cuda/launch.cuh"
+#include "attnkit/cuda/rope_fused.cuh"
 #include "attnkit/cuda/rope_prepass.cuh"
+#include "attnkit/mask/traits.hpp"
 #include "attnkit/rope/config.hpp"
 #include "attnkit/rope/frequencies.hpp"
 
@@ -89,9 +93,6 @@ void check_gpu_problem(const AttentionParams<T>& p, const AttentionOptions& o) {
         "or attnkit::bfloat16, or run on host memory");
   } else {
     const ProblemShape& s = p.shape;
-    if (o.rope && o.rope->relative != RopeRelative::None)
-      attnkit::detail::fail(
-          "ReRoPE / Leaky ReRoPE are not yet available on the GPU (they need two scores per pair inside the kernel)");
     if (o.rope) {
       detail::require_device_ptr(p.q_positions, "q_positions");
       detail::require_device_ptr(p.kv_positions, "kv_positions");
@@ -122,6 +123,67 @@ void check_gpu_problem(const AttentionParams<T>& p, const AttentionOptions& o) {
   }
 }
 
+// The RoPE form of a kernel configuration. ReRoPE / Leaky ReRoPE prefill
+// keeps one m-tile per warp: near and far scores are live together, next to
+// the O accumulators (two m-tiles would spill).
+template <class Cfg, RopeKind K>
+struct WithRope {
+  static constexpr int kMTiles = K == RopeKind::Relative ? 1 : Cfg::kMTiles;
+  using type = FwdConfig<typename Cfg::Elem, Cfg::D, Cfg::kWarps, kMTiles, Cfg::kBlockN, Cfg::kPack, K>;
+};
+
+// forward_hdim with fused RoPE (`rope` from make_fused_rope on the same stream).
+template <int D, RopeKind K, class T, class Mask>
+void forward_hdim_rope(const AttentionParams<T>& p, const Mask& mask, const FusedRope& rope, cudaStream_t stream) {
+  static_assert(K != RopeKind::None, "use forward_hdim");
+  if (p.shape.q_capacity <= kDecodeMaxQueries)
+    forward_with<typename WithRope<typename Configs<T, D>::Decode, K>::type>(p, mask, stream, true, rope);
+  else
+    forward_with<typename WithRope<typename Configs<T, D>::Prefill, K>::type>(p, mask, stream, false, rope);
+}
+
+// One call with fused RoPE, resolved `rp`: builds the cos/sin table on the
+// stream, runs the RoPE kernel, frees the table (stream-ordered). `table`
+// false computes every angle on the fly (measurements).
+template <class T, class Mask>
+void forward_rope(const AttentionParams<T>& p, const Mask& mask, const rope::RopeParams& rp, cudaStream_t stream,
+                  bool table = true) {
+  const ProblemShape& s = p.shape;
+  if (s.batch == 0 || s.q_capacity == 0 || s.q_heads == 0) return;
+  if (rp.is_relative() && !is_causal_type<Mask>::value)
+    attnkit::detail::fail(
+        "ReRoPE / Leaky ReRoPE clip the relative position p - j and need a causal-type mask (CausalMask, "
+        "SlidingWindowMask, SinkWindowMask, or a conjunction with one of them)");
+  void* ws = nullptr;
+  const FusedRope fr = make_fused_rope(rp, s, stream, detail::workspace_pool(), &ws, table);
+  auto run = [&](auto kind_tag) {
+    constexpr RopeKind K = decltype(kind_tag)::value;
+    switch (s.head_dim) {
+      case 64:
+        forward_hdim_rope<64, K>(p, mask, fr, stream);
+        break;
+      case 96:
+        forward_hdim_rope<96, K>(p, mask, fr, stream);
+        break;
+      case 128:
+        forward_hdim_rope<128, K>(p, mask, fr, stream);
+        break;
+      default:
+        forward_hdim_rope<256, K>(p, mask, fr, stream);
+        break;
+    }
+  };
+  if constexpr (is_causal_type<Mask>::value) {
+    if (rp.is_relative())
+      run(std::integral_constant<RopeKind, RopeKind::Relative>{});
+    else
+      run(std::integral_constant<RopeKind, RopeKind::Absolute>{});
+  } else {
+    run(std::integral_constant<RopeKind, RopeKind::Absolute>{});
+  }
+  detail::check(cudaFreeAsync(ws, stream), "cudaFreeAsync (RoPE table)");
+}
+
 template <class T, class Mask>
 void attention_forward(const AttentionParams<T>& p, const Mask& mask, const AttentionOptions& o) {
   check_gpu_problem(p, o);
@@ -129,31 +191,31 @@ void attention_forward(const AttentionParams<T>& p, const Mask& mask, const Atte
     const ProblemShape& s = p.shape;
     if (s.batch == 0 || s.q_capacity == 0 || s.q_heads == 0) return;
     const auto stream = static_cast<cudaStream_t>(o.cuda_stream);
-    AttentionParams<T> run = p;
-    void* rope_ws = nullptr;
     if (o.rope) {
       // DynamicNTK's current length: 1 + the largest default position, bounded
       // by the capacities (device-resident lengths are not read here).
       const int64_t seq_len =
           s.alignment == Alignment::BottomRight ? s.kv_capacity : std::max(s.q_capacity, s.kv_capacity);
       const rope::RopeParams rp = rope::resolve(*o.rope, s.head_dim, seq_len);
-      run = rope_prepass(p, rp, stream, detail::workspace_pool(), &rope_ws);
+      if (rp.enabled()) {
+        forward_rope(p, mask, rp, stream);
+        return;
+      }
     }
     switch (s.head_dim) {
       case 64:
-        forward_hdim<64>(run, mask, stream);
+        forward_hdim<64>(p, mask, stream);
         break;
       case 96:
-        forward_hdim<96>(run, mask, stream);
+        forward_hdim<96>(p, mask, stream);
         break;
       case 128:
-        forward_hdim<128>(run, mask, stream);
+        forward_hdim<128>(p, mask, stream);
         break;
       default:
-        forward_hdim<256>(run, mask, stream);
+        forward_hdim<256>(p, mask, stream);
         break;
     }
-    if (rope_ws) detail::check(cudaFreeAsync(rope_ws, stream), "cudaFreeAsync (RoPE workspace)");
   } else {
     (void)mask;
   }

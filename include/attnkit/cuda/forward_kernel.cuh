@@ -18,6 +18,13 @@
 // r / G of query head h0 + r % G, so the G query heads of a GQA group share
 // every K/V tile a CTA loads. With G = 1 it is plain row r of one head.
 //
+// Fused RoPE (Cfg::kRope, rope_fused.cuh): Q rows are rotated in smem once
+// per CTA, each K tile in place after it lands and before the QK^T mma's.
+// ReRoPE / Leaky ReRoPE (RopeKind::Relative) keep far-rotated copies of Q and
+// of the K tile in extra smem; a tile whose distances p - j are all <= w
+// (or all > w) computes one score set, a tile straddling w computes both and
+// keeps one per pair by distance. RopeKind::None compiles none of it.
+//
 // Split-KV: with num_splits > 1 the CTA covers key tiles
 // [split * tiles_per_split, ...) and writes an fp32 partial (out normalised by
 // its own sum, natural-log LSE without the sink) that merge_kernel.cuh folds.
@@ -29,6 +36,7 @@
 
 #include "attnkit/core/params.hpp"
 #include "attnkit/cuda/mma.cuh"
+#include "attnkit/cuda/rope_fused.cuh"
 #include "attnkit/mask/tile.hpp"
 
 namespace attnkit::cuda {
@@ -38,10 +46,14 @@ namespace attnkit::cuda {
 // group_pack G > 1). Prefill configurations set it false: rows are then
 // plain query rows of one head, and the per-row (query, head) bookkeeping
 // compiles away (it cost registers that 2 m-tiles per warp need).
-template <class T, int D_, int kWarps_, int kMTiles_, int kBlockN_, bool kPack_ = true>
+// kRope_: fused RoPE policy (None: the plain kernel; Relative: Q is re-read
+// from smem and far copies of Q and K take kSmemQ + kSmemKV more smem).
+template <class T, int D_, int kWarps_, int kMTiles_, int kBlockN_, bool kPack_ = true,
+          RopeKind kRope_ = RopeKind::None>
 struct FwdConfig {
   using Elem = T;
   static constexpr bool kPack = kPack_;
+  static constexpr RopeKind kRope = kRope_;
   static constexpr int D = D_;
   static constexpr int kWarps = kWarps_;
   static constexpr int kMTiles = kMTiles_;  // 16-row m-tiles per warp: K/V fragments are reused across them
@@ -51,12 +63,13 @@ struct FwdConfig {
   static constexpr int kStride = D + 8;  // padded smem row, elements
   // Q fragments cost D/4 registers per thread; past D = 128 they would push
   // the accumulators into local memory, so D = 256 re-reads Q from smem.
-  static constexpr bool kQInRegs = D * kMTiles <= 128;
+  static constexpr bool kQInRegs = D * kMTiles <= 128 && kRope_ != RopeKind::Relative;
   static constexpr int kChunksPerRow = D / 8;  // 16-byte chunks
   static constexpr int kSmemQ = kBlockM * kStride * 2;
   static constexpr int kSmemKV = kBlockN * kStride * 2;
-  static constexpr int kStages = 2;  // (K, V) tile buffers in flight
-  static constexpr int kSmemBytes = kSmemQ + kStages * 2 * kSmemKV;
+  static constexpr int kStages = 2;                                                     // (K, V) tile buffers in flight
+  static constexpr int kSmemFar = kRope_ == RopeKind::Relative ? kSmemQ + kSmemKV : 0;  // far Q, far K tile
+  static constexpr int kSmemBytes = kSmemQ + kStages * 2 * kSmemKV + kSmemFar;
   static_assert(D % 32 == 0 || D == 96, "head dim must be 64, 96, 128 or 256");
   static_assert(kBlockN % 16 == 0, "key tile must be a multiple of 16");
 };
@@ -73,6 +86,7 @@ struct FwdArgs {
   float* ws_out = nullptr;  // [splits, rows, Hq, D] fp32 partials
   float* ws_lse = nullptr;  // [splits, rows, Hq]
   int64_t ws_rows = 0;      // padded: B * Sq, varlen: total_q
+  FusedRope rope;           // read only by RoPE configurations
 };
 
 namespace detail {
@@ -235,6 +249,15 @@ __global__ void __launch_bounds__(Cfg::kThreads)
   const T* v_base = p.v + (s.varlen() ? 0 : b * p.v_layout.batch_stride) + kv_start * p.v_layout.row_stride +
                     hk * p.v_layout.head_stride;
 
+  // Fused RoPE: positions of query row i and key j (explicit arrays or the
+  // alignment rule), and the far copies' smem (Relative) after the K/V stages.
+  constexpr RopeKind kRope = Cfg::kRope;
+  [[maybe_unused]] auto q_pos = [&](int i) -> int64_t { return p.q_positions ? p.q_position(b, i) : ctx0.pos(i); };
+  [[maybe_unused]] auto k_pos = [&](int j) -> int64_t { return p.kv_positions ? p.kv_position(b, j) : j; };
+  [[maybe_unused]] const int far_off = Cfg::kSmemQ + Cfg::kStages * 2 * Cfg::kSmemKV;  // bytes: far Q, then far K
+  [[maybe_unused]] T* const q_far_s = reinterpret_cast<T*>(smem_raw + far_off);
+  [[maybe_unused]] T* const k_far_s = reinterpret_cast<T*>(smem_raw + far_off + Cfg::kSmemQ);
+
   // One K or V tile; rows past kv_len are zero-filled. When a pass of the
   // CTA covers whole rows, each thread copies rows r_t, r_t + kRowsPerPass,
   // ... through one pointer advanced by a fixed stride (compile-time smem
@@ -306,6 +329,13 @@ __global__ void __launch_bounds__(Cfg::kThreads)
     const uint32_t k_lane = (((lane % 8) + 8 * (lane / 16)) * kStride + 8 * ((lane / 8) % 2)) * 2;
     const uint32_t v_lane = (((lane % 8) + 8 * ((lane / 8) % 2)) * kStride + 8 * (lane / 16)) * 2 + Cfg::kSmemKV;
 
+    // Relative RoPE: this thread's query positions (for the per-pair choice).
+    [[maybe_unused]] int64_t qpos_r[kRope == RopeKind::Relative ? kR : 1];
+    if constexpr (kRope == RopeKind::Relative) {
+#pragma unroll
+      for (int rr = 0; rr < kR; ++rr) qpos_r[rr] = row_i(rr) < q_len ? q_pos(row_i(rr)) : 0;
+    }
+
     int stage = 0;
     for (int n = n_first; n <= n_last;) {
       const TileKind kind = cls.range(n, n + 1);
@@ -313,6 +343,66 @@ __global__ void __launch_bounds__(Cfg::kThreads)
       const uint32_t v_frag = sKV + stage * 2 * Cfg::kSmemKV + v_lane;
       detail::cp_async_wait<1>();
       __syncthreads();  // tile n (and Q) visible to every warp
+      // Relative RoPE: which score sets this tile needs (0 near, 1 far, 2 both),
+      // from the ranges of its distances; explicit positions always take both.
+      [[maybe_unused]] int branch = 2;
+      if constexpr (kRope == RopeKind::Relative) {
+        if (!p.q_positions && !p.kv_positions) {
+          const int kmin = n * kBlockN, kmax = (n * kBlockN + kBlockN < kv_len ? n * kBlockN + kBlockN : kv_len) - 1;
+          if (static_cast<double>(ctx0.pos(i_hi - 1) - kmin) <= a.rope.window)
+            branch = 0;
+          else if (static_cast<double>(ctx0.pos(i_lo) - kmax) > a.rope.window)
+            branch = 1;
+        }
+      }
+      if constexpr (kRope != RopeKind::None) {
+        // Rotate Q (first tile only) and this K tile in smem. Default
+        // positions are consecutive along the rows (unpacked Q, K): the
+        // recurrence form; packed Q rows and explicit positions: per row.
+        T* q_s = reinterpret_cast<T*>(smem_raw);
+        if (n == n_first) {
+          if (G == 1 && !p.q_positions) {
+            const int64_t pos0 = ctx0.pos(r0);
+            if constexpr (kRope == RopeKind::Relative)
+              detail::rope_rows_linear<T, D, kThreads, kBlockM, kStride>(a.rope, q_s, q_far_s, 1, pos0, tid, true);
+            detail::rope_rows_linear<T, D, kThreads, kBlockM, kStride>(a.rope, q_s, q_s, 0, pos0, tid, false);
+          } else {
+            for (int r = warp; r < kBlockM; r += Cfg::kWarps) {
+              const int i = (r0 + r) / G;
+              const int64_t qp = i < q_len ? q_pos(i) : 0;  // rows past q_len are zeros
+              T* row = q_s + r * kStride;
+              if constexpr (kRope == RopeKind::Relative)
+                detail::rope_row<T, D>(a.rope, row, q_far_s + r * kStride, 1, qp, lane, true);
+              detail::rope_row<T, D>(a.rope, row, row, 0, qp, lane, false);
+            }
+          }
+        }
+        T* k_s = reinterpret_cast<T*>(smem_raw + Cfg::kSmemQ + stage * 2 * Cfg::kSmemKV);
+        if (!p.kv_positions) {
+          const int64_t j0 = static_cast<int64_t>(n) * kBlockN;
+          if constexpr (kRope == RopeKind::Relative) {
+            if (branch != 0)
+              detail::rope_rows_linear<T, D, kThreads, kBlockN, kStride>(a.rope, k_s, k_far_s, 2, j0, tid, true);
+            if (branch != 1)
+              detail::rope_rows_linear<T, D, kThreads, kBlockN, kStride>(a.rope, k_s, k_s, 0, j0, tid, false);
+          } else {
+            detail::rope_rows_linear<T, D, kThreads, kBlockN, kStride>(a.rope, k_s, k_s, 0, j0, tid, false);
+          }
+        } else {
+          for (int r = warp; r < kBlockN; r += Cfg::kWarps) {
+            const int j = n * kBlockN + r;
+            const int64_t kp = j < kv_len ? k_pos(j) : 0;  // rows past kv_len are zeros
+            T* row = k_s + r * kStride;
+            if constexpr (kRope == RopeKind::Relative) {
+              if (branch != 0) detail::rope_row<T, D>(a.rope, row, k_far_s + r * kStride, 2, kp, lane, true);
+              if (branch != 1) detail::rope_row<T, D>(a.rope, row, row, 0, kp, lane, false);
+            } else {
+              detail::rope_row<T, D>(a.rope, row, row, 0, kp, lane, false);
+            }
+          }
+        }
+        __syncthreads();  // rotated rows visible to every warp
+      }
       if constexpr (Cfg::kQInRegs) {
         if (n == n_first) {
 #pragma unroll
@@ -324,33 +414,80 @@ __global__ void __launch_bounds__(Cfg::kThreads)
       }
       // S = Q K^T: each K fragment feeds every m-tile of the warp.
       float sc[kMT][kNS][4];
+      if constexpr (kRope == RopeKind::Relative) {
+        // Q from smem (near or far copy), K near (in place) or far (k_far_s).
+        auto qk = [&](float(&acc)[kMT][kNS][4], uint32_t q_addr, uint32_t k_addr) {
 #pragma unroll
-      for (int mt = 0; mt < kMT; ++mt)
+          for (int mt = 0; mt < kMT; ++mt)
 #pragma unroll
-        for (int i = 0; i < kNS; ++i) sc[mt][i][0] = sc[mt][i][1] = sc[mt][i][2] = sc[mt][i][3] = 0.f;
+            for (int i = 0; i < kNS; ++i) acc[mt][i][0] = acc[mt][i][1] = acc[mt][i][2] = acc[mt][i][3] = 0.f;
 #pragma unroll
-      for (int kk = 0; kk < D / 16; ++kk) {
-        uint32_t af[kMT][4];
+          for (int kk = 0; kk < D / 16; ++kk) {
+            uint32_t af[kMT][4];
 #pragma unroll
-        for (int mt = 0; mt < kMT; ++mt) {
-          if constexpr (Cfg::kQInRegs) {
+            for (int mt = 0; mt < kMT; ++mt) detail::ldmatrix_x4(af[mt], q_addr + (mt * 16 * kStride + kk * 16) * 2);
 #pragma unroll
-            for (int x = 0; x < 4; ++x) af[mt][x] = qf[mt][kk][x];
-          } else {
-            detail::ldmatrix_x4(af[mt], q_warp + (mt * 16 * kStride + kk * 16) * 2);
+            for (int nb = 0; nb < kNS; nb += 2) {
+              uint32_t bf[4];
+              detail::ldmatrix_x4(bf, k_addr + (nb * 8 * kStride + kk * 16) * 2);
+#pragma unroll
+              for (int mt = 0; mt < kMT; ++mt) {
+                Ops::mma(acc[mt][nb], af[mt], bf[0], bf[1]);
+                Ops::mma(acc[mt][nb + 1], af[mt], bf[2], bf[3]);
+              }
+            }
           }
-        }
+        };
+        const uint32_t q_far = q_warp - sQ + detail::smem_addr(q_far_s);
+        const uint32_t k_far = detail::smem_addr(k_far_s) + k_lane;
+        if (branch == 1)
+          qk(sc, q_far, k_far);
+        else
+          qk(sc, q_warp, k_frag);
+        if (branch == 2) {
+          float sf[kMT][kNS][4];
+          qk(sf, q_far, k_far);
 #pragma unroll
-        for (int nb = 0; nb < kNS; nb += 2) {
-          uint32_t bf[4];
-          detail::ldmatrix_x4(bf, k_frag + (nb * 8 * kStride + kk * 16) * 2);
+          for (int mt = 0; mt < kMT; ++mt)
+#pragma unroll
+            for (int nb = 0; nb < kNS; ++nb)
+#pragma unroll
+              for (int c = 0; c < 4; ++c) {
+                const int j = n * kBlockN + nb * 8 + 2 * t + (c & 1);
+                const int64_t kp = j < kv_len ? k_pos(j) : 0;
+                if (!(static_cast<double>(qpos_r[mt * 2 + (c >> 1)] - kp) <= a.rope.window))
+                  sc[mt][nb][c] = sf[mt][nb][c];
+              }
+        }
+      } else {
+#pragma unroll
+        for (int mt = 0; mt < kMT; ++mt)
+#pragma unroll
+          for (int i = 0; i < kNS; ++i) sc[mt][i][0] = sc[mt][i][1] = sc[mt][i][2] = sc[mt][i][3] = 0.f;
+#pragma unroll
+        for (int kk = 0; kk < D / 16; ++kk) {
+          uint32_t af[kMT][4];
 #pragma unroll
           for (int mt = 0; mt < kMT; ++mt) {
-            Ops::mma(sc[mt][nb], af[mt], bf[0], bf[1]);
-            Ops::mma(sc[mt][nb + 1], af[mt], bf[2], bf[3]);
+            if constexpr (Cfg::kQInRegs) {
+#pragma unroll
+              for (int x = 0; x < 4; ++x) af[mt][x] = qf[mt][kk][x];
+            } else {
+              detail::ldmatrix_x4(af[mt], q_warp + (mt * 16 * kStride + kk * 16) * 2);
+            }
+          }
+#pragma unroll
+          for (int nb = 0; nb < kNS; nb += 2) {
+            uint32_t bf[4];
+            detail::ldmatrix_x4(bf, k_frag + (nb * 8 * kStride + kk * 16) * 2);
+#pragma unroll
+            for (int mt = 0; mt < kMT; ++mt) {
+              Ops::mma(sc[mt][nb], af[mt], bf[0], bf[1]);
+              Ops::mma(sc[mt][nb + 1], af[mt], bf[2], bf[3]);
+            }
           }
         }
-      }
+      }  // kRope != Relative
 
       // Logits. Plain scaling is folded into the exponent below (one FFMA per
       // element); softcap / ALiBi (or a non-positive scale) transform here into

@@ -178,9 +178,11 @@ inline int plan_splits(int64_t work_units, int64_t kv_capacity, int block_n, int
 }  // namespace detail
 
 // One forward call with configuration Cfg. Decode (GQA packing + split-KV)
-// when `decode`, else one CTA per row block of one head.
+// when `decode`, else one CTA per row block of one head. `rope` is read only
+// by configurations with fused RoPE (Cfg::kRope, dispatch.cuh).
 template <class Cfg, class T, class Mask>
-void forward_with(const AttentionParams<T>& p, const Mask& mask, cudaStream_t stream, bool decode) {
+void forward_with(const AttentionParams<T>& p, const Mask& mask, cudaStream_t stream, bool decode,
+                  const FusedRope& rope = FusedRope{}) {
   constexpr float kLog2e = 1.4426950408889634f;
   const ProblemShape& s = p.shape;
   if (s.batch == 0 || s.q_capacity == 0 || s.q_heads == 0) return;
@@ -192,6 +194,7 @@ void forward_with(const AttentionParams<T>& p, const Mask& mask, cudaStream_t st
   FwdArgs<T> a;
   a.p = p;
   a.scale_log2 = p.scale * kLog2e;
+  a.rope = rope;
   if (decode) {
     a.group_pack = Cfg::kPack ? static_cast<int>(s.group()) : 1;
     const int64_t m_blocks = (s.q_capacity * a.group_pack + Cfg::kBlockM - 1) / Cfg::kBlockM;

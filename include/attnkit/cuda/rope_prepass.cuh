@@ -1,9 +1,10 @@
 // RoPE on the GPU, unfused: one pass rotates q and k into workspace copies
 // (one thread per rotary pair, angles from rope::frequencies.hpp's fp32-accurate
-// reduced angles, the same math as the CPU), then the attention kernel runs
-// on the copies. Costs one extra read + write of q and k; fusing the rotation
-// into the tile loads is the next step. Absolute positions only: ReRoPE /
-// Leaky ReRoPE need two scores per pair inside the kernel and are an Error.
+// reduced angles, the same math as the CPU). The attention front door fuses
+// RoPE into the flash kernel instead (rope_fused.cuh); this pass stays for
+// callers that need the rotated tensors themselves (MoBA's gate averages
+// rotated keys) and as the baseline the fused kernel is measured against.
+// Absolute positions only.
 #pragma once
 
 #include <cuda_runtime.h>
