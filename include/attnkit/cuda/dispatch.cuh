@@ -6,10 +6,12 @@
 // reads: lengths, cu_seqlens, lse, ALiBi slopes, sink logits, mask arrays.
 // Storage must be fp16 or bf16 (fp32 on the GPU is a clear Error: convert,
 // or run it on the host). Head dims 64, 96, 128, 256 with Dv == D. RoPE is
-// fused into the flash kernel (every style and scaling, explicit positions,
-// ReRoPE / Leaky ReRoPE with causal-type masks): the configuration carries
-// the RoPE policy (FwdConfig's kRope), so calls without RoPE run the plain
-// kernel unchanged. rope_prepass.cuh (rotated copies) stays for MoBA's gate.
+// fused into the flash kernel for decode and for ReRoPE / Leaky ReRoPE (every
+// style and scaling, explicit positions; ReRoPE with causal-type masks): the
+// configuration carries the RoPE policy (FwdConfig's kRope), so calls without
+// RoPE run the plain kernel unchanged. Absolute RoPE in prefill runs as a
+// rotation pre-pass (rope_prepass.cuh), measured faster there (see
+// attention_forward); forward_rope() forces the fused kernel.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -133,19 +135,26 @@ struct WithRope {
 };
 
 // forward_hdim with fused RoPE (`rope` from make_fused_rope on the same stream).
-template <int D, RopeKind K, class T, class Mask>
+// kDecodeOnly: the caller never sends a prefill here (its prefill kernels are
+// then not compiled).
+template <int D, RopeKind K, bool kDecodeOnly = false, class T, class Mask>
 void forward_hdim_rope(const AttentionParams<T>& p, const Mask& mask, const FusedRope& rope, cudaStream_t stream) {
   static_assert(K != RopeKind::None, "use forward_hdim");
-  if (p.shape.q_capacity <= kDecodeMaxQueries)
+  if (p.shape.q_capacity <= kDecodeMaxQueries) {
     forward_with<typename WithRope<typename Configs<T, D>::Decode, K>::type>(p, mask, stream, true, rope);
-  else
+  } else if constexpr (kDecodeOnly) {
+    attnkit::detail::fail("internal: a prefill reached the decode-only fused-RoPE path");
+  } else {
     forward_with<typename WithRope<typename Configs<T, D>::Prefill, K>::type>(p, mask, stream, false, rope);
+  }
 }
 
 // One call with fused RoPE, resolved `rp`: builds the cos/sin table on the
 // stream, runs the RoPE kernel, frees the table (stream-ordered). `table`
 // false computes every angle on the fly (measurements).
-template <class T, class Mask>
+// kAbsoluteDecodeOnly: absolute RoPE only ever arrives here for decode (the
+// front door sends absolute-RoPE prefill to the pre-pass).
+template <bool kAbsoluteDecodeOnly = false, class T, class Mask>
 void forward_rope(const AttentionParams<T>& p, const Mask& mask, const rope::RopeParams& rp, cudaStream_t stream,
                   bool table = true) {
   const ProblemShape& s = p.shape;
@@ -160,16 +169,16 @@ void forward_rope(const AttentionParams<T>& p, const Mask& mask, const rope::Rop
     constexpr RopeKind K = decltype(kind_tag)::value;
     switch (s.head_dim) {
       case 64:
-        forward_hdim_rope<64, K>(p, mask, fr, stream);
+        forward_hdim_rope<64, K, kAbsoluteDecodeOnly && K == RopeKind::Absolute>(p, mask, fr, stream);
         break;
       case 96:
-        forward_hdim_rope<96, K>(p, mask, fr, stream);
+        forward_hdim_rope<96, K, kAbsoluteDecodeOnly && K == RopeKind::Absolute>(p, mask, fr, stream);
         break;
       case 128:
-        forward_hdim_rope<128, K>(p, mask, fr, stream);
+        forward_hdim_rope<128, K, kAbsoluteDecodeOnly && K == RopeKind::Absolute>(p, mask, fr, stream);
         break;
       default:
-        forward_hdim_rope<256, K>(p, mask, fr, stream);
+        forward_hdim_rope<256, K, kAbsoluteDecodeOnly && K == RopeKind::Absolute>(p, mask, fr, stream);
         break;
     }
   };
@@ -182,6 +191,25 @@ void forward_rope(const AttentionParams<T>& p, const Mask& mask, const rope::Rop
     run(std::integral_constant<RopeKind, RopeKind::Absolute>{});
   }
   detail::check(cudaFreeAsync(ws, stream), "cudaFreeAsync (RoPE table)");
+}
+
+// The kernels without RoPE, head dim chosen at run time.
+template <class T, class Mask>
+void forward_plain(const AttentionParams<T>& p, const Mask& mask, cudaStream_t stream) {
+  switch (p.shape.head_dim) {
+    case 64:
+      forward_hdim<64>(p, mask, stream);
+      break;
+    case 96:
+      forward_hdim<96>(p, mask, stream);
+      break;
+    case 128:
+      forward_hdim<128>(p, mask, stream);
+      break;
+    default:
+      forward_hdim<256>(p, mask, stream);
+      break;
+  }
 }
 
 template <class T, class Mask>
@@ -197,25 +225,23 @@ void attention_forward(const AttentionParams<T>& p, const Mask& mask, const Atte
       const int64_t seq_len =
           s.alignment == Alignment::BottomRight ? s.kv_capacity : std::max(s.q_capacity, s.kv_capacity);
       const rope::RopeParams rp = rope::resolve(*o.rope, s.head_dim, seq_len);
+      if (rp.enabled() && (rp.is_relative() || s.q_capacity <= kDecodeMaxQueries)) {
+        forward_rope</*kAbsoluteDecodeOnly=*/true>(p, mask, rp, stream);
+        return;
+      }
       if (rp.enabled()) {
-        forward_rope(p, mask, rp, stream);
+        // Absolute RoPE in prefill: rotating copies of q and k once beats rotating
+        // every K tile in every CTA that reads it (each query head and row block
+        // re-rotates the shared tiles): fused +48% over no RoPE vs the pre-pass's
+        // +21% at Llama-3 shapes (bench/cuda/NOTES.md). Decode and ReRoPE run fused.
+        void* ws = nullptr;
+        const AttentionParams<T> rotated = rope_prepass(p, rp, stream, detail::workspace_pool(), &ws);
+        forward_plain(rotated, mask, stream);
+        detail::check(cudaFreeAsync(ws, stream), "cudaFreeAsync (RoPE workspace)");
         return;
       }
     }
-    switch (s.head_dim) {
-      case 64:
-        forward_hdim<64>(p, mask, stream);
-        break;
-      case 96:
-        forward_hdim<96>(p, mask, stream);
-        break;
-      case 128:
-        forward_hdim<128>(p, mask, stream);
-        break;
-      default:
-        forward_hdim<256>(p, mask, stream);
-        break;
-    }
+    forward_plain(p, mask, stream);
   } else {
     (void)mask;
   }
