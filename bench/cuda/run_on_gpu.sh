@@ -12,7 +12,8 @@
 # then run `bash bench/cuda/run_on_gpu.sh` there with .gpu carried.
 # Knobs: TESTS=0 SANITIZE=0 EXAMPLE=0 BENCH=0 TORCH=0 MOBA=0 VARIANTS=1 REPS=20,
 # TEST_FILTER='[moba]' (a Catch2 test spec), MOBA_SIZES=32768,131072 and
-# MOBA_CONFIGS=4096:12,512:3 (MoBA bench sizes and Bs:top_k configurations).
+# MOBA_CONFIGS=4096:12,512:3 (MoBA bench sizes and Bs:top_k configurations),
+# SANITIZE_SPEC='[rope],[moba]' (the memcheck subset; tags, since names contain commas).
 set -u
 OUT=${OUT:-/tmp/attnkit_gpu_out}
 mkdir -p "$OUT"
@@ -32,8 +33,8 @@ if [ "${TESTS:-1}" = 1 ]; then
   summary+=("tests: rc=$rc $(grep -E '^(test cases|All tests passed)' "$OUT/tests.log" | tail -1)")
 fi
 if [ "${SANITIZE:-1}" = 1 ]; then
-  timeout 300 compute-sanitizer --tool memcheck --error-exitcode 3 "$BIN/attnkit_cuda_tests" \
-    "[padded],[varlen],[masked],[logits],[align],cuda masks: document & causal,cuda masks: block sparse & causal" \
+  timeout "${SANITIZE_TIMEOUT:-300}" compute-sanitizer --tool memcheck --error-exitcode 3 "$BIN/attnkit_cuda_tests" \
+    "${SANITIZE_SPEC:-[padded],[varlen],[masked],[logits],[align],cuda masks: document & causal,cuda masks: block sparse & causal}" \
     >"$OUT/memcheck.log" 2>&1
   rc=$?
   summary+=("memcheck: rc=$rc $(grep -E 'ERROR SUMMARY' "$OUT/memcheck.log" | tail -1) $(grep -E '^(test cases|All tests passed)' "$OUT/memcheck.log" | tail -1)")
