@@ -364,32 +364,4 @@ struct ListKeysMask : MaskBase<ListKeysMask> {
   }
 };
 
-// The two kinds of flash call a MoBA step makes, under one mask type so that
-// each (dtype, head dim) compiles one set of flash kernels for both: the own
-// block on the caller's layout, or gathered rows against a list's keys. The
-// kind is uniform across a launch, so the branch costs nothing measurable.
-struct MobaPartMask : MaskBase<MobaPartMask> {
-  bool own = true;
-  OwnBlockMask own_block;
-  ListKeysMask list_keys;
-
-  static MobaPartMask own_part(int64_t block_size) {
-    MobaPartMask m;
-    m.own_block = OwnBlockMask(block_size);
-    return m;
-  }
-  static MobaPartMask list_part(const ListKeysMask& keys) {
-    MobaPartMask m;
-    m.own = false;
-    m.list_keys = keys;
-    return m;
-  }
-  ATTNKIT_HDI bool operator()(const SeqCtx& s, int64_t i, int64_t j) const {
-    return own ? own_block(s, i, j) : list_keys(s, i, j);
-  }
-  ATTNKIT_HDI TileKind classify(const SeqCtx& s, int64_t i0, int64_t i1, int64_t j0, int64_t j1) const {
-    return own ? own_block.classify(s, i0, i1, j0, j1) : list_keys.classify(s, i0, i1, j0, j1);
-  }
-};
-
 }  // namespace attnkit::moba::cuda

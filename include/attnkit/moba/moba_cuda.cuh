@@ -370,7 +370,7 @@ class Run {
     AttentionParams<T> own = a_.p;
     own.sink_logits = nullptr;
     own.lse = own_lse.get();
-    attnkit::cuda::forward_hdim<D>(own, MobaPartMask::own_part(a_.block_size), stream_);
+    attnkit::cuda::forward_hdim<D>(own, OwnBlockMask(a_.block_size), stream_);
     if (times) clock.lap(&times->own);
 
     const dim3 fgrid(grid_dim(s.q_capacity * s.q_heads, kFoldWarps), static_cast<unsigned>(s.batch));
@@ -497,7 +497,7 @@ class Run {
       keys.first_list = c.l0;
       keys.blocks = a_.blocks;
       keys.block_size = Bs;
-      attnkit::cuda::forward_hdim<D>(g, MobaPartMask::list_part(keys), stream_);
+      attnkit::cuda::forward_hdim<D>(g, keys, stream_);
 
       const dim3 fgrid(grid_dim(s.q_capacity * s.q_heads, kFoldWarps), static_cast<unsigned>(s.batch));
       fold_parts_kernel<T, D>
