@@ -19,8 +19,9 @@
 // null. Relative schemes (ReRoPE, Leaky ReRoPE) are rejected: the gate's
 // block means need keys rotated independently of the query.
 // Device tensors (in a translation unit compiled by nvcc) run the CUDA path
-// (moba_cuda.cuh): the same semantics, block means recomputed per call
-// (cached MobaBlockMeans are host-side), ALiBi rejected.
+// (moba_cuda.cuh): the same semantics, ALiBi rejected; block means are
+// recomputed per call, or kept across decode steps by a
+// moba::cuda::MobaDeviceMeans (MobaBlockMeans are host-side).
 #pragma once
 
 #include <algorithm>
@@ -123,8 +124,8 @@ void prepare(Prepared<T>& pr, const AttentionOptions& o, int threads) {
 inline void reject_device_means(bool on_device) {
   if (on_device)
     fail(
-        "cached MobaBlockMeans are host-side and cannot drive a GPU call: use attention(..., MobaConfig, opts), "
-        "which computes the block means on the device");
+        "cached MobaBlockMeans are host-side and cannot drive a GPU call: keep a moba::cuda::MobaDeviceMeans, "
+        "or call attention(..., MobaConfig, opts), which computes the block means on the device");
 }
 
 // The GPU path on device params (no-op without nvcc: nothing is on a device then).
