@@ -22,28 +22,14 @@
 #include <string>
 #include <vector>
 
+#include "bench_util.cuh"
+
 using namespace attnkit;
 
+using attnkit_bench::dev_random;
+using attnkit_bench::ok;
+
 namespace {
-
-void ok(cudaError_t e, const char* what) {
-  if (e != cudaSuccess) {
-    std::fprintf(stderr, "CUDA error %s: %s\n", what, cudaGetErrorString(e));
-    std::exit(1);
-  }
-}
-
-template <class T>
-T* dev_random(size_t n, uint64_t seed) {
-  std::vector<T> h(n);
-  std::mt19937_64 rng(seed);
-  std::uniform_real_distribution<float> d(-1.f, 1.f);
-  for (auto& x : h) x = T(d(rng));
-  T* p = nullptr;
-  ok(cudaMalloc(&p, n * sizeof(T)), "cudaMalloc");
-  ok(cudaMemcpy(p, h.data(), n * sizeof(T), cudaMemcpyHostToDevice), "cudaMemcpy");
-  return p;
-}
 
 // Allowed (i, j) pairs of one (batch, head), counted through classify: full
 // tiles by area, partial tiles element by element.

@@ -23,28 +23,15 @@
 #include <string>
 #include <vector>
 
+#include "bench_util.cuh"
+
 using namespace attnkit;
 using T = bfloat16;
 
+using attnkit_bench::dev_random;
+using attnkit_bench::ok;
+
 namespace {
-
-void ok(cudaError_t e, const char* what) {
-  if (e != cudaSuccess) {
-    std::fprintf(stderr, "CUDA error %s: %s\n", what, cudaGetErrorString(e));
-    std::exit(1);
-  }
-}
-
-T* dev_random(size_t n, uint64_t seed) {
-  std::vector<T> h(n);
-  std::mt19937_64 rng(seed);
-  std::uniform_real_distribution<float> d(-1.f, 1.f);
-  for (auto& x : h) x = T(d(rng));
-  T* p = nullptr;
-  ok(cudaMalloc(&p, n * sizeof(T)), "cudaMalloc");
-  ok(cudaMemcpy(p, h.data(), n * sizeof(T), cudaMemcpyHostToDevice), "cudaMemcpy");
-  return p;
-}
 
 template <class F>
 double median_ms(F&& call, int reps) {
@@ -72,9 +59,9 @@ struct Problem {
   static constexpr int64_t D = 128;
   T *q, *k, *v, *o;
   explicit Problem(int64_t n) : N(n) {
-    q = dev_random(size_t(N * Hq * D), 1);
-    k = dev_random(size_t(N * Hkv * D), 2);
-    v = dev_random(size_t(N * Hkv * D), 3);
+    q = dev_random<T>(size_t(N * Hq * D), 1);
+    k = dev_random<T>(size_t(N * Hkv * D), 2);
+    v = dev_random<T>(size_t(N * Hkv * D), 3);
     ok(cudaMalloc(&o, size_t(N * Hq * D) * sizeof(T)), "cudaMalloc");
   }
   ~Problem() { cudaFree(q), cudaFree(k), cudaFree(v), cudaFree(o); }
