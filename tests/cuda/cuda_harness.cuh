@@ -62,9 +62,10 @@ struct Outcome {
   bool out_written = false, lse_written = false;
 };
 
-// How the GPU is called: through the public dispatch (all head dims) or one
-// head-dim instantiation (keeps the test binary's template count down).
-enum class Entry { Dispatch, Hdim };
+// How the GPU is called: through the public dispatch (all head dims), one
+// head-dim instantiation of the mma.sync kernel (keeps the test binary's
+// template count down), or the sm90 wgmma kernel explicitly (D 64 / 128).
+enum class Entry { Dispatch, Hdim, Sm90 };
 
 template <class T, int D, class MaskH, class MaskD>
 Outcome run_case(const Case& c, const MaskH& mask_host, const MaskD& mask_dev, Entry entry = Entry::Hdim) {
@@ -154,6 +155,14 @@ Outcome run_case(const Case& c, const MaskH& mask_host, const MaskD& mask_dev, E
   auto run_gpu = [&](const AttentionParams<T>& p) {
     if (entry == Entry::Dispatch) {
       cuda::attention_forward(p, mask_dev, od);
+    } else if (entry == Entry::Sm90) {
+      if constexpr (D == 64 || D == 128) {
+        cuda::check_gpu_problem(p, od);
+        cuda::sm90::forward_sm90_with<cuda::sm90::Sm90Default<T, D>>(p, mask_dev,
+                                                                      static_cast<cudaStream_t>(od.cuda_stream));
+      } else {
+        FAIL("the sm90 kernel takes head dims 64 and 128");
+      }
     } else {
       cuda::check_gpu_problem(p, od);
       cuda::forward_hdim<D>(p, mask_dev, static_cast<cudaStream_t>(od.cuda_stream));

@@ -28,6 +28,7 @@
 #include "attnkit/cuda/launch.cuh"
 #include "attnkit/cuda/rope_fused.cuh"
 #include "attnkit/cuda/rope_prepass.cuh"
+#include "attnkit/cuda/sm90/forward_sm90.cuh"
 #include "attnkit/mask/traits.hpp"
 #include "attnkit/rope/config.hpp"
 #include "attnkit/rope/frequencies.hpp"
@@ -193,9 +194,12 @@ void forward_rope(const AttentionParams<T>& p, const Mask& mask, const rope::Rop
   detail::check(cudaFreeAsync(ws, stream), "cudaFreeAsync (RoPE table)");
 }
 
-// The kernels without RoPE, head dim chosen at run time.
+// The kernels without RoPE, head dim chosen at run time. Prefill at D 64 /
+// 128 runs the Hopper wgmma kernel (sm90/forward_sm90.cuh) where the device is
+// compute capability 9.0 and the binary carries sm_90a machine code.
 template <class T, class Mask>
 void forward_plain(const AttentionParams<T>& p, const Mask& mask, cudaStream_t stream) {
+  if (sm90::try_forward_sm90(p, mask, stream)) return;
   switch (p.shape.head_dim) {
     case 64:
       forward_hdim<64>(p, mask, stream);
