@@ -7,6 +7,10 @@
 // decode call measured on the host clock, launch and synchronisation included.
 //
 // --rope: only the fused-RoPE cases (plain / fused / on-the-fly / pre-pass / ReRoPE).
+// --sm90-variants: only the sm90 wgmma configurations and the mma.sync kernel on
+// the same prefill shapes; --prefill-only: the standard prefill rows alone.
+// The standard prefill rows run what the front door runs (the sm90 kernel on
+// an sm_90a device, else mma.sync).
 //
 // Output: a human table on stdout and, with --csv FILE, one line per case:
 //   kind,name,mask,B,N,Hq,Hkv,D,ms,tflops,gbps,pairs
@@ -95,11 +99,11 @@ void report(const char* kind, const std::string& name, const char* mask, int64_t
 
 using T = bfloat16;
 
-// One prefill shape: B x N self attention, Hq / Hkv heads, kernel config Cfg.
-template <class Cfg, class Mask>
-void prefill_cfg(const char* tag, const char* mask_name, const Mask& mask_host, const Mask& mask_dev, int64_t B,
-                 int64_t N, int64_t Hq, int64_t Hkv, Flusher& flush, int reps) {
-  constexpr int D = Cfg::D;
+// One prefill shape: B x N self attention, Hq / Hkv heads, head dim D; `run`
+// launches one call (p, device mask) on the default stream.
+template <int D, class Mask, class Run>
+void prefill_run(const char* tag, const char* mask_name, const Mask& mask_host, const Mask& mask_dev, int64_t B,
+                 int64_t N, int64_t Hq, int64_t Hkv, Flusher& flush, int reps, const Run& run) {
   T* q = dev_random<T>(size_t(B * N * Hq * D), 1);
   T* k = dev_random<T>(size_t(B * N * Hkv * D), 2);
   T* v = dev_random<T>(size_t(B * N * Hkv * D), 3);
@@ -111,17 +115,41 @@ void prefill_cfg(const char* tag, const char* mask_name, const Mask& mask_host, 
   double pairs = 0;
   for (int64_t b = 0; b < B; ++b) pairs += count_pairs(mask_host, b, N, N);
   pairs *= double(Hq);
-  const double ms = median_ms([&] { cuda::forward_with<Cfg>(p, mask_dev, nullptr, false); }, flush, reps);
+  const double ms = median_ms([&] { run(p, mask_dev); }, flush, reps);
   const double tflops = 2.0 * (2 * D) * pairs / (ms * 1e-3) / 1e12;
   const std::string name = std::string(tag) + "B" + std::to_string(B) + " N" + std::to_string(N) + " H" +
                            std::to_string(Hq) + "/" + std::to_string(Hkv) + " D" + std::to_string(D);
   report(tag[0] ? "variant" : "prefill", name, mask_name, B, N, Hq, Hkv, D, ms, tflops, 0, pairs);
   cudaFree(q), cudaFree(k), cudaFree(v), cudaFree(o);
 }
+// ... on the mma.sync kernel with configuration Cfg.
+template <class Cfg, class Mask>
+void prefill_cfg(const char* tag, const char* mask_name, const Mask& mask_host, const Mask& mask_dev, int64_t B,
+                 int64_t N, int64_t Hq, int64_t Hkv, Flusher& flush, int reps) {
+  prefill_run<Cfg::D>(tag, mask_name, mask_host, mask_dev, B, N, Hq, Hkv, flush, reps,
+                      [](const AttentionParams<T>& p, const Mask& m) { cuda::forward_with<Cfg>(p, m, nullptr, false); });
+}
+// ... on the sm90 wgmma kernel with configuration Cfg.
+template <class Cfg, class Mask>
+void prefill_sm90(const char* tag, const char* mask_name, const Mask& mask_host, const Mask& mask_dev, int64_t B,
+                  int64_t N, int64_t Hq, int64_t Hkv, Flusher& flush, int reps) {
+  if (!cuda::sm90::sm90_ready<Cfg, Mask>()) {
+    std::printf("%-12s %s: skipped (no sm_90a code for this device)\n", tag, mask_name);
+    return;
+  }
+  prefill_run<Cfg::D>(tag, mask_name, mask_host, mask_dev, B, N, Hq, Hkv, flush, reps,
+                      [](const AttentionParams<T>& p, const Mask& m) { cuda::sm90::forward_sm90_with<Cfg>(p, m, nullptr); });
+}
+// The standard rows: what the front door runs for a prefill of head dim D
+// (dispatch.cuh's forward_plain: the sm90 kernel where it applies, else the
+// mma.sync prefill configuration).
 template <int D, class Mask>
 void prefill(const char* mask_name, const Mask& mask_host, const Mask& mask_dev, int64_t B, int64_t N, int64_t Hq,
              int64_t Hkv, Flusher& flush, int reps) {
-  prefill_cfg<typename cuda::Configs<T, D>::Prefill>("", mask_name, mask_host, mask_dev, B, N, Hq, Hkv, flush, reps);
+  prefill_run<D>("", mask_name, mask_host, mask_dev, B, N, Hq, Hkv, flush, reps,
+                 [](const AttentionParams<T>& p, const Mask& m) {
+                   if (!cuda::sm90::try_forward_sm90_hdim<D>(p, m, nullptr)) cuda::forward_hdim<D>(p, m, nullptr);
+                 });
 }
 
 template <class Cfg>
@@ -238,6 +266,32 @@ void variants(Flusher& flush, int reps) {
   decode_cfg<FwdConfig<T, 128, 1, 1, 64>>("w1n64 ", 1, 32768, flush, reps, false);
 }
 
+// The sm90 wgmma kernel's configurations (key tile) against the mma.sync
+// prefill kernel on the same shapes (NOTES-sm90.md).
+void variants_sm90(Flusher& flush, int reps) {
+  using cuda::sm90::Sm90Config;
+  for (int64_t N : {4096, 16384}) {
+    const int64_t B = 32768 / N;
+    prefill_sm90<Sm90Config<T, 128, 128>>("sm90n128 ", "full", FullMask{}, FullMask{}, B, N, 16, 16, flush, reps);
+    prefill_sm90<Sm90Config<T, 128, 128>>("sm90n128 ", "causal", CausalMask{}, CausalMask{}, B, N, 16, 16, flush, reps);
+    prefill_sm90<Sm90Config<T, 128, 64>>("sm90n64 ", "full", FullMask{}, FullMask{}, B, N, 16, 16, flush, reps);
+    prefill_sm90<Sm90Config<T, 128, 64>>("sm90n64 ", "causal", CausalMask{}, CausalMask{}, B, N, 16, 16, flush, reps);
+    prefill_cfg<cuda::Configs<T, 128>::Prefill>("mma.sync ", "full", FullMask{}, FullMask{}, B, N, 16, 16, flush, reps);
+    prefill_cfg<cuda::Configs<T, 128>::Prefill>("mma.sync ", "causal", CausalMask{}, CausalMask{}, B, N, 16, 16, flush,
+                                                reps);
+    prefill_sm90<Sm90Config<T, 64, 128>>("sm90n128 ", "full", FullMask{}, FullMask{}, B, N, 32, 32, flush, reps);
+    prefill_sm90<Sm90Config<T, 64, 128>>("sm90n128 ", "causal", CausalMask{}, CausalMask{}, B, N, 32, 32, flush, reps);
+    prefill_sm90<Sm90Config<T, 64, 64>>("sm90n64 ", "full", FullMask{}, FullMask{}, B, N, 32, 32, flush, reps);
+    prefill_cfg<cuda::Configs<T, 64>::Prefill>("mma.sync ", "full", FullMask{}, FullMask{}, B, N, 32, 32, flush, reps);
+    prefill_cfg<cuda::Configs<T, 64>::Prefill>("mma.sync ", "causal", CausalMask{}, CausalMask{}, B, N, 32, 32, flush,
+                                               reps);
+  }
+  prefill_cfg<cuda::Configs<T, 128>::Prefill>("mma.sync ", "window1024", SlidingWindowMask(1024),
+                                              SlidingWindowMask(1024), 2, 16384, 16, 16, flush, reps);
+  prefill_cfg<cuda::Configs<T, 128>::Prefill>("mma.sync ", "prefix1024", PrefixLMMask(1024), PrefixLMMask(1024), 8,
+                                              4096, 16, 16, flush, reps);
+}
+
 // Fused RoPE against the same shape without RoPE, the unfused pre-pass
 // (rotated copies of q and k, then the plain kernel) and the fused kernel with
 // angles computed on the fly instead of the cos/sin table; ReRoPE with a
@@ -291,12 +345,15 @@ void rope_cases(Flusher& flush, int reps) {
 
 int main(int argc, char** argv) {
   int reps = 20;
-  bool quick = false, try_variants = false, one = false, rope_only = false;
+  bool quick = false, try_variants = false, one = false, rope_only = false, sm90_variants = false,
+       prefill_only = false;
   for (int a = 1; a < argc; ++a) {
     if (!std::strcmp(argv[a], "--csv") && a + 1 < argc) g_csv = std::fopen(argv[++a], "w");
     if (!std::strcmp(argv[a], "--reps") && a + 1 < argc) reps = std::atoi(argv[++a]);
     if (!std::strcmp(argv[a], "--quick")) quick = true;
     if (!std::strcmp(argv[a], "--variants")) try_variants = true;
+    if (!std::strcmp(argv[a], "--sm90-variants")) sm90_variants = true;  // only the sm90 / mma.sync prefill rows
+    if (!std::strcmp(argv[a], "--prefill-only")) prefill_only = true;    // the standard prefill rows, no decode / RoPE
     if (!std::strcmp(argv[a], "--one")) one = true;         // one causal prefill, for profilers
     if (!std::strcmp(argv[a], "--rope")) rope_only = true;  // the fused-RoPE cases only
   }
@@ -314,6 +371,8 @@ int main(int argc, char** argv) {
     prefill<128>("causal", CausalMask{}, CausalMask{}, 8, 4096, 16, 16, flush, 1);
     return 0;
   }
+  if (try_variants || sm90_variants) variants_sm90(flush, reps);
+  if (sm90_variants) return 0;
   if (try_variants) variants(flush, reps);
   if (rope_only) {
     rope_cases(flush, reps);
@@ -346,6 +405,10 @@ int main(int argc, char** argv) {
     prefill<128>("document4", DocumentMask(ids.data(), N) & CausalMask{}, DocumentMask(d_ids, N) & CausalMask{}, B, N,
                  16, 16, flush, reps);
     cudaFree(d_ids);
+  }
+  if (prefill_only) {
+    if (g_csv) std::fclose(g_csv);
+    return 0;
   }
   for (int64_t B : {1, 8})
     for (int64_t kv : {4096, 32768, 131072}) decode(B, kv, flush, reps, B == 1 && kv == 4096);

@@ -42,8 +42,8 @@ std::vector<Case> shapes(int64_t D) {
   Case c;  // top-left, more queries than keys
   c.B = 1, c.Sq = 200, c.Sk = 63, c.Hq = 2, c.Hkv = 2, c.align = Alignment::TopLeft;
   v.push_back(c);
-  Case d;  // GQA 8, long enough for many tiles (both K/V buffers cycle)
-  d.B = 1, d.Sq = 700, d.Sk = 1100, d.Hq = 8, d.Hkv = 1;
+  Case d;  // GQA 4, 5 key tiles (both K/V buffers cycle), 3 row blocks
+  d.B = 1, d.Sq = 300, d.Sk = 600, d.Hq = 4, d.Hkv = 1;
   v.push_back(d);
   for (Case& x : v) x.D = D;
   return v;

@@ -416,23 +416,28 @@ void forward_sm90_with(const AttentionParams<T>& p, const Mask& mask, cudaStream
 template <class T, int D>
 using Sm90Default = Sm90Config<T, D, 128>;
 
-// Runs the call on the sm90 kernel when it applies (prefill, D 64 / 128 with
-// Dv == D, no ALiBi, sm_90a code on a 9.0 device) and returns true; else
-// returns false and launches nothing.
+// Runs the call on the sm90 kernel when it applies (prefill, head dim D ==
+// Dv, no ALiBi, sm_90a code on a 9.0 device) and returns true; else returns
+// false and launches nothing. D is the call's head dim, fixed at compile time.
+template <int D, class T, class Mask>
+bool try_forward_sm90_hdim(const AttentionParams<T>& p, const Mask& mask, cudaStream_t stream) {
+  const ProblemShape& s = p.shape;
+  if constexpr (D == 64 || D == 128) {
+    if (s.q_capacity <= kDecodeMaxQueries || p.alibi_slopes || s.head_dim != D || s.v_head_dim != D) return false;
+    if (!sm90_ready<Sm90Default<T, D>, Mask>()) return false;
+    forward_sm90_with<Sm90Default<T, D>>(p, mask, stream);
+    return true;
+  } else {
+    (void)s, (void)mask, (void)stream;
+    return false;
+  }
+}
+
+// The same with the head dim chosen at run time.
 template <class T, class Mask>
 bool try_forward_sm90(const AttentionParams<T>& p, const Mask& mask, cudaStream_t stream) {
-  const ProblemShape& s = p.shape;
-  if (s.q_capacity <= kDecodeMaxQueries || p.alibi_slopes || s.v_head_dim != s.head_dim) return false;
-  if (s.head_dim == 64) {
-    if (!sm90_ready<Sm90Default<T, 64>, Mask>()) return false;
-    forward_sm90_with<Sm90Default<T, 64>>(p, mask, stream);
-    return true;
-  }
-  if (s.head_dim == 128) {
-    if (!sm90_ready<Sm90Default<T, 128>, Mask>()) return false;
-    forward_sm90_with<Sm90Default<T, 128>>(p, mask, stream);
-    return true;
-  }
+  if (p.shape.head_dim == 64) return try_forward_sm90_hdim<64>(p, mask, stream);
+  if (p.shape.head_dim == 128) return try_forward_sm90_hdim<128>(p, mask, stream);
   return false;
 }
 
