@@ -276,12 +276,24 @@ void variants_sm90(Flusher& flush, int reps) {
     prefill_sm90<Sm90Config<T, 128, 128>>("sm90n128 ", "causal", CausalMask{}, CausalMask{}, B, N, 16, 16, flush, reps);
     prefill_sm90<Sm90Config<T, 128, 64>>("sm90n64 ", "full", FullMask{}, FullMask{}, B, N, 16, 16, flush, reps);
     prefill_sm90<Sm90Config<T, 128, 64>>("sm90n64 ", "causal", CausalMask{}, CausalMask{}, B, N, 16, 16, flush, reps);
+    // One warpgroup (64 rows) per CTA, two CTAs per SM.
+    prefill_sm90<Sm90Config<T, 128, 64, 1, 2>>("sm90w1n64 ", "full", FullMask{}, FullMask{}, B, N, 16, 16, flush, reps);
+    prefill_sm90<Sm90Config<T, 128, 64, 1, 2>>("sm90w1n64 ", "causal", CausalMask{}, CausalMask{}, B, N, 16, 16, flush,
+                                               reps);
     prefill_cfg<cuda::Configs<T, 128>::Prefill>("mma.sync ", "full", FullMask{}, FullMask{}, B, N, 16, 16, flush, reps);
     prefill_cfg<cuda::Configs<T, 128>::Prefill>("mma.sync ", "causal", CausalMask{}, CausalMask{}, B, N, 16, 16, flush,
                                                 reps);
     prefill_sm90<Sm90Config<T, 64, 128>>("sm90n128 ", "full", FullMask{}, FullMask{}, B, N, 32, 32, flush, reps);
     prefill_sm90<Sm90Config<T, 64, 128>>("sm90n128 ", "causal", CausalMask{}, CausalMask{}, B, N, 32, 32, flush, reps);
     prefill_sm90<Sm90Config<T, 64, 64>>("sm90n64 ", "full", FullMask{}, FullMask{}, B, N, 32, 32, flush, reps);
+    prefill_sm90<Sm90Config<T, 64, 64>>("sm90n64 ", "causal", CausalMask{}, CausalMask{}, B, N, 32, 32, flush, reps);
+    prefill_sm90<Sm90Config<T, 64, 64, 2, 2>>("sm90n64x2 ", "full", FullMask{}, FullMask{}, B, N, 32, 32, flush, reps);
+    prefill_sm90<Sm90Config<T, 64, 64, 2, 2>>("sm90n64x2 ", "causal", CausalMask{}, CausalMask{}, B, N, 32, 32, flush,
+                                              reps);
+    prefill_sm90<Sm90Config<T, 64, 128, 1, 2>>("sm90w1n128 ", "full", FullMask{}, FullMask{}, B, N, 32, 32, flush, reps);
+    prefill_sm90<Sm90Config<T, 64, 128, 1, 2>>("sm90w1n128 ", "causal", CausalMask{}, CausalMask{}, B, N, 32, 32, flush,
+                                               reps);
+    prefill_sm90<Sm90Config<T, 64, 64, 1, 3>>("sm90w1n64x3 ", "full", FullMask{}, FullMask{}, B, N, 32, 32, flush, reps);
     prefill_cfg<cuda::Configs<T, 64>::Prefill>("mma.sync ", "full", FullMask{}, FullMask{}, B, N, 32, 32, flush, reps);
     prefill_cfg<cuda::Configs<T, 64>::Prefill>("mma.sync ", "causal", CausalMask{}, CausalMask{}, B, N, 32, 32, flush,
                                                reps);

@@ -3,7 +3,8 @@
 // FlashAttention-3's math in a simpler shell:
 //
 //  * a CTA owns 128 query rows of one (batch, query head): two consumer
-//    warpgroups of 64 rows each, 256 threads, one CTA per SM;
+//    warpgroups of 64 rows each, 256 threads, one CTA per SM (configurable:
+//    Sm90Config's warpgroups per CTA and CTAs per SM);
 //  * every thread issues cp.async copies (no TMA, no producer warp): Q once,
 //    then K and V tiles of kBlockN keys, two buffers each, zero-filled past
 //    the valid lengths; the key tiles the mask leaves empty are never loaded;
@@ -44,19 +45,26 @@
 
 namespace attnkit::cuda::sm90 {
 
-template <class T, int D_, int kBlockN_>
+// kWarpgroups_: consumer warpgroups per CTA (64 query rows each; they share
+// every K/V tile). kMinBlocks_: CTAs per SM the register budget is cut for
+// (__launch_bounds__): with one warpgroup per CTA, two or three independent
+// CTAs per SM let one CTA's softmax overlap another's MMAs.
+template <class T, int D_, int kBlockN_, int kWarpgroups_ = 2, int kMinBlocks_ = 1>
 struct Sm90Config {
   using Elem = T;
   static constexpr int D = D_;
-  static constexpr int kBlockM = 128;  // two warpgroups x 64 rows
+  static constexpr int kWarpgroups = kWarpgroups_;
+  static constexpr int kMinBlocks = kMinBlocks_;
+  static constexpr int kBlockM = 64 * kWarpgroups;
   static constexpr int kBlockN = kBlockN_;
-  static constexpr int kThreads = 256;
+  static constexpr int kThreads = 128 * kWarpgroups;
   static constexpr int kSmemQ = kBlockM * D * 2;
   static constexpr int kSmemKV = kBlockN * D * 2;  // one K or V tile
   // Q, two K buffers, two V buffers, and slack to align the base to 1024.
   static constexpr int kSmemBytes = kSmemQ + 4 * kSmemKV + 1024;
   static_assert(D == 64 || D == 128, "sm90 kernel: head dim 64 or 128");
   static_assert(kBlockN == 64 || kBlockN == 128, "sm90 kernel: key tile 64 or 128");
+  static_assert(kWarpgroups == 1 || kWarpgroups == 2, "sm90 kernel: one or two consumer warpgroups");
 };
 
 template <class T>
@@ -67,7 +75,7 @@ struct Sm90Args {
 };
 
 template <class Cfg, class Mask>
-__global__ void __launch_bounds__(Cfg::kThreads, 1)
+__global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks)
     flash_fwd_sm90_kernel(const Sm90Args<typename Cfg::Elem> a, const Mask mask) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   using T = typename Cfg::Elem;
@@ -79,6 +87,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1)
   constexpr int kNO = D / 8;
   constexpr int kCpr = D / 8;             // 16-byte chunks per row
   constexpr int kRpp = Cfg::kThreads / kCpr;  // rows per copy pass (a multiple of 8)
+  static_assert(BN % kRpp == 0 && BM % kRpp == 0, "copy passes must cover whole tiles");
   static_assert(kRpp % 8 == 0, "copy passes must keep the swizzle phase");
 
   extern __shared__ unsigned char smem_raw[];
@@ -412,9 +421,11 @@ void forward_sm90_with(const AttentionParams<T>& p, const Mask& mask, cudaStream
   cuda::detail::check_launch("flash_fwd_sm90_kernel");
 }
 
-// The configurations the front door uses, per head dim.
+// The configurations the front door uses, per head dim: 128-key tiles at
+// D = 128, 64-key tiles at D = 64 (H100, B8 N4096 full: 400 vs 317 TFLOP/s;
+// bench/cuda/NOTES-sm90.md).
 template <class T, int D>
-using Sm90Default = Sm90Config<T, D, 128>;
+using Sm90Default = Sm90Config<T, D, (D == 64 ? 64 : 128)>;
 
 // Runs the call on the sm90 kernel when it applies (prefill, head dim D ==
 // Dv, no ALiBi, sm_90a code on a 9.0 device) and returns true; else returns
