@@ -115,12 +115,48 @@ int64_t uniform(std::mt19937_64& rng, int64_t lo, int64_t hi) {  // inclusive
   return std::uniform_int_distribution<int64_t>(lo, hi)(rng);
 }
 
+// Masks whose rows are always one run of keys: key_span must never decline.
+bool span_always(const std::string& name) {
+  for (const char* n : {"full", "causal", "padding", "sliding_window", "local", "prefix_lm", "document sorted",
+                        "moba own block", "document & causal"})
+    if (name.rfind(n, 0) == 0 && name.find('|') == std::string::npos && name.find('~') == std::string::npos)
+      return true;
+  return false;
+}
+
+// key_span (where a mask has it): a row it accepts must allow exactly the
+// keys [lo, hi) among the valid ones, element by element.
+template <class Mask>
+void check_spans(const Mask& m, const SeqCtx& s, int64_t rows, int64_t cols, const char* name, Report& r) {
+  if constexpr (has_key_span<Mask>::value) {
+    for (int64_t i = 0; i < rows; ++i) {
+      ++r.tiles;
+      int64_t lo = 0, hi = 0;
+      if (!m.key_span(s, i, lo, hi)) {
+        if (span_always(name))
+          r.fail(describe(name, s, i, i + 1, 0, cols) + ": key_span declined a row that is one run");
+        continue;
+      }
+      for (int64_t j = 0; j < std::min(cols, s.kv_len); ++j)
+        if (m(s, i, j) != (lo <= j && j < hi)) {
+          r.fail(describe(name, s, i, i + 1, j, j + 1) + ": key_span [" + std::to_string(lo) + ", " +
+                 std::to_string(hi) + ") disagrees with the predicate");
+          break;
+        }
+    }
+  } else {
+    (void)m, (void)s, (void)rows, (void)cols, (void)r;
+    if (span_always(name)) r.fail(std::string(name) + ": expected a key_span member");
+  }
+}
+
 // Every tile of a small grid; tile grids of random tile sizes (the kernels'
 // case, last tiles clipped) and random tiles of any shape on larger ones.
 template <class Mask>
 void check_mask(const Mask& m, const SeqCtx& s, int64_t rows, int64_t cols, Claim claim, const char* name,
                 std::mt19937_64& rng, Report& r) {
   if (rows == 0 || cols == 0) return;
+  check_spans(m, s, rows, cols, name, r);
   const AllowedCounts counts(m, s, rows, cols);
   if (rows <= 12 && cols <= 12) {
     for (int64_t i0 = 0; i0 < rows; ++i0)
@@ -258,6 +294,7 @@ void for_each_mask(const Problem& p, Visit&& visit) {
   // Compositions: sound plus the algebra rules.
   visit("causal & sliding_window", CausalMask{} & SlidingWindowMask(p.window), Claim::Sound, lq, lk);
   visit("causal | local", CausalMask{} | LocalMask(p.left, p.right), Claim::Sound, lq, lk);
+  visit("sliding_window | local", SlidingWindowMask(p.window) | LocalMask(p.left, p.right), Claim::Sound, lq, lk);
   visit("~causal", ~CausalMask{}, Claim::Exact, lq, lk);
   visit("~sink_window", ~SinkWindowMask(p.sinks, p.sink_window), Claim::Exact, lq, lk);
   visit("block_sparse & causal", p.block & CausalMask{}, Claim::Sound, lq, lk);
@@ -316,4 +353,33 @@ TEST_CASE("tile classify: the checker catches a wrong classifier", "[mask][tile]
   Report exact;
   check_mask(untiled(CausalMask{}), s, 9, 9, Claim::Exact, "untiled", rng, exact);
   CHECK(exact.failures > 0);  // Partial on a full tile is not exact
+}
+
+namespace {
+// Causal with a key span one key too long: the span check must notice.
+struct OffByOneSpan : MaskBase<OffByOneSpan> {
+  bool operator()(const SeqCtx& s, int64_t i, int64_t j) const { return j <= s.pos(i); }
+  TileKind classify(const SeqCtx& s, int64_t i0, int64_t i1, int64_t j0, int64_t j1) const {
+    return CausalMask{}.classify(s, i0, i1, j0, j1);
+  }
+  bool key_span(const SeqCtx& s, int64_t i, int64_t& lo, int64_t& hi) const {
+    lo = 0, hi = s.pos(i) + 2;
+    return true;
+  }
+};
+}  // namespace
+
+TEST_CASE("tile classify: the checker catches a wrong key span", "[mask][tile]") {
+  static_assert(has_key_span<OffByOneSpan>::value && has_key_span<CausalMask>::value, "detection");
+  static_assert(!has_key_span<BlockSparseMask>::value && !has_key_span<NotMask<CausalMask>>::value, "detection");
+  static_assert(has_key_span<AndMask<DocumentMask, CausalMask>>::value, "conjunction of spans");
+  static_assert(!has_key_span<AndMask<BlockSparseMask, CausalMask>>::value, "no span without both");
+  std::mt19937_64 rng(attnkit_test::fresh_seed());
+  Report r;
+  const SeqCtx s = SeqCtx::make(0, 0, 9, 12, Alignment::BottomRight);
+  check_mask(OffByOneSpan{}, s, 9, 12, Claim::Exact, "off by one", rng, r);
+  CHECK(r.failures > 0);
+  Report declined;  // a mask that is one run per row may not decline
+  check_spans(SinkWindowMask(2, 3), s, 9, 12, "causal (sinks posing as causal)", declined);
+  CHECK(declined.failures > 0);
 }

@@ -10,7 +10,7 @@
 #      .gpu/build/examples/cuda/llama3_decode .gpu/   (configure with -DATTNKIT_NATIVE=OFF: other CPU there)
 #   cp -L "$(dirname "$(which nvcc)")/../lib/libcudart.so.13" .gpu/ && strip .gpu/attnkit_cuda_*
 # then run `bash bench/cuda/run_on_gpu.sh` there with .gpu carried.
-# Knobs: TESTS=0 SANITIZE=0 EXAMPLE=0 BENCH=0 TORCH=0 MOBA=0 VARIANTS=1 REPS=20,
+# Knobs: TESTS=0 SANITIZE=0 EXAMPLE=0 BENCH=0 TORCH=0 MOBA=0 VARIANTS=1 PROFILE=1 REPS=20,
 # TEST_FILTER='[moba]' (a Catch2 test spec), MOBA_SIZES=32768,131072 and
 # MOBA_CONFIGS=4096:12,512:3 (MoBA bench sizes and Bs:top_k configurations),
 # SANITIZE_SPEC='[rope],[moba]' (the memcheck subset; tags, since names contain commas).
@@ -59,6 +59,15 @@ if [ "${BENCH:-1}" = 1 ]; then
   timeout 300 "$BIN/attnkit_cuda_bench" --csv "$OUT/attnkit.csv" --reps "$REPS" $extra >"$OUT/bench.log" 2>&1
   summary+=("bench: rc=$?")
   grep -E "^variant" "$OUT/bench.log"
+fi
+if [ "${PROFILE:-0}" = 1 ]; then
+  # Nsight Compute on one D128 causal prefill launch: the details page (stall
+  # reasons, occupancy, pipes) and per-instruction SASS counters.
+  timeout 240 ncu --kernel-name regex:flash_fwd_kernel --launch-skip 2 --launch-count 1 --set full \
+    -o "$OUT/prof" -f "$BIN/attnkit_cuda_bench" --one >"$OUT/ncu.log" 2>&1
+  summary+=("ncu: rc=$?")
+  ncu --import "$OUT/prof.ncu-rep" --page details >"$OUT/prof_details.txt" 2>&1
+  ncu --import "$OUT/prof.ncu-rep" --page source --print-source sass --csv >"$OUT/prof_sass.csv" 2>&1
 fi
 if [ "${TORCH:-1}" = 1 ] && [ -f "$OUT/attnkit.csv" ]; then
   timeout 400 python3 "$HERE/torch_compare.py" --attnkit "$OUT/attnkit.csv" --reps "$REPS" --out "$OUT/torch.csv" \

@@ -65,6 +65,26 @@ TEST_CASE("cuda masks: document & causal", "[cuda][mask]") {
   }
 }
 
+TEST_CASE("cuda masks: document alone, unsorted ids, query ids", "[cuda][mask]") {
+  std::mt19937_64 rng(fresh_seed());
+  for (Case c : mask_shapes()) {
+    if (c.align == Alignment::TopLeft) continue;  // query docs come from key positions
+    DocIds ids(c.B, c.Sk, rng);
+    check_case<T, 128>(c, DocumentMask(ids.host.data(), c.Sk), DocumentMask(ids.dev->ptr, c.Sk));
+    // The same ids flagged unsorted: no tile classes, no key spans, the predicate everywhere.
+    check_case<T, 128>(c, DocumentMask(ids.host.data(), c.Sk, false), DocumentMask(ids.dev->ptr, c.Sk, false));
+    // Query documents from their own ids (here: the ids of the last Sq keys).
+    std::vector<int32_t> qh;
+    for (int64_t b = 0; b < c.B; ++b)
+      for (int64_t i = 0; i < c.Sq; ++i) qh.push_back(ids.host[static_cast<size_t>(b * c.Sk + c.Sk - c.Sq + i)]);
+    DevBuf<int32_t> qd(qh);
+    DocumentMask mh(ids.host.data(), c.Sk), md(ids.dev->ptr, c.Sk);
+    mh.q_ids = qh.data(), md.q_ids = qd.ptr;
+    mh.q_batch_stride = md.q_batch_stride = c.Sq;
+    check_case<T, 128>(c, mh & CausalMask{}, md & CausalMask{});
+  }
+}
+
 TEST_CASE("cuda masks: block sparse & causal", "[cuda][mask]") {
   std::mt19937_64 rng(fresh_seed());
   for (const Case& c : mask_shapes()) {

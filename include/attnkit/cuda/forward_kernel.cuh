@@ -38,6 +38,7 @@
 #include "attnkit/cuda/mma.cuh"
 #include "attnkit/cuda/rope_fused.cuh"
 #include "attnkit/mask/tile.hpp"
+#include "attnkit/mask/traits.hpp"
 
 namespace attnkit::cuda {
 
@@ -122,18 +123,25 @@ struct TileClassifier {
     }
     return k;
   }
-  // First tile in [lo, hi) that is not Empty, else hi. Spans of 32 tiles are
-  // ruled out with one call, so a long window/document scan stays short.
-  __device__ int64_t first_nonempty(int64_t lo, int64_t hi) const {
-    int64_t n = lo;
+  // First tile in [lo, hi) that is not Empty (else hi), and its kind. Tile
+  // lo is tried alone first: inside a mask's non-empty span (the common case)
+  // that one classification is all a tile costs. Past it, spans of 32 tiles
+  // are ruled out with one call, so a long window/document scan stays short.
+  __device__ int first_nonempty(int lo, int hi, TileKind& kind) const {
+    if (lo >= hi) return hi;
+    kind = range(lo, lo + 1);
+    if (kind != TileKind::Empty) return lo;
+    int n = lo + 1;
     while (n < hi) {
-      const int64_t span = n + 32 < hi ? n + 32 : hi;
+      const int span = n + 32 < hi ? n + 32 : hi;
       if (span - n > 1 && range(n, span) == TileKind::Empty) {
         n = span;
         continue;
       }
-      for (; n < span; ++n)
-        if (range(n, n + 1) != TileKind::Empty) return n;
+      for (; n < span; ++n) {
+        kind = range(n, n + 1);
+        if (kind != TileKind::Empty) return n;
+      }
     }
     return hi;
   }
@@ -230,8 +238,9 @@ __global__ void __launch_bounds__(Cfg::kThreads)
   }
   const detail::TileClassifier<Mask> cls{mask, ctx0, G, i_lo, i_hi, kv_len, kBlockN};
   int n_first = n_hi, n_last = n_lo - 1;
+  TileKind kind_first = TileKind::Partial;
   if (i_lo < i_hi && n_lo < n_hi) {
-    n_first = static_cast<int>(cls.first_nonempty(n_lo, n_hi));
+    n_first = cls.first_nonempty(n_lo, n_hi, kind_first);
     if (n_first < n_hi) n_last = static_cast<int>(cls.last_nonempty(n_first, n_hi));
   }
 
@@ -289,6 +298,34 @@ __global__ void __launch_bounds__(Cfg::kThreads)
     }
   };
 
+  // Masks whose rows are one run of keys (has_key_span) are checked on
+  // partial tiles by two compares per element against the rows' runs,
+  // clipped to [0, kv_len) (rows past q_len: empty). Arithmetic runs
+  // (causal, window, prefix...) are recomputed per partial tile: keeping them
+  // live across the loop costs spills in a kernel at 255 registers. Runs that
+  // read memory (a document mask's binary search) are found once, at the
+  // first partial tile, and kept. A row the mask declines falls back to the
+  // predicate.
+  constexpr bool kSpans = has_key_span<Mask>::value;
+  constexpr bool kKeepSpans = kSpans && !key_span_is_arithmetic<Mask>::value;
+  [[maybe_unused]] auto row_span = [&](int rr, int& lo_out, int& hi_out) -> bool {
+    int64_t lo = 0, hi = 0;
+    bool ok = true;
+    if constexpr (kSpans) {
+      if (row_i(rr) < q_len) {
+        SeqCtx cr = ctx0;
+        cr.head = h0 + row_dh(rr);
+        ok = mask.key_span(cr, row_i(rr), lo, hi);
+      }
+    }
+    lo = lo < 0 ? 0 : (lo > kv_len ? kv_len : lo);
+    hi = hi < lo ? lo : (hi > kv_len ? kv_len : hi);
+    lo_out = static_cast<int>(lo), hi_out = static_cast<int>(hi);
+    return ok;
+  };
+  [[maybe_unused]] int kept_lo[kKeepSpans ? kR : 1], kept_hi[kKeepSpans ? kR : 1];
+  [[maybe_unused]] bool kept_ok = false, kept_found = false;
+
   float o[kMT][kNO][4];
 #pragma unroll
   for (int mt = 0; mt < kMT; ++mt)
@@ -319,7 +356,8 @@ __global__ void __launch_bounds__(Cfg::kThreads)
     };
     load_tile(0, n_first);
     detail::cp_async_commit();
-    int n_next = n_first < n_last ? static_cast<int>(cls.first_nonempty(n_first + 1, n_last + 1)) : n_last + 1;
+    TileKind kind = kind_first, kind_next = TileKind::Partial;
+    int n_next = cls.first_nonempty(n_first + 1, n_last + 1, kind_next);
     if (n_next <= n_last) load_tile(1, n_next);
     detail::cp_async_commit();
 
@@ -338,7 +376,6 @@ __global__ void __launch_bounds__(Cfg::kThreads)
 
     int stage = 0;
     for (int n = n_first; n <= n_last;) {
-      const TileKind kind = cls.range(n, n + 1);
       const uint32_t k_frag = sKV + stage * 2 * Cfg::kSmemKV + k_lane;
       const uint32_t v_frag = sKV + stage * 2 * Cfg::kSmemKV + v_lane;
       detail::cp_async_wait<1>();
@@ -510,7 +547,41 @@ __global__ void __launch_bounds__(Cfg::kThreads)
               sc[mt][nb][c] = x;
             }
       }
-      if (need_check) {
+      bool spans_done = false;
+      if constexpr (kSpans) {
+        if (need_check) {
+          int lo[kR], hi[kR];
+          bool ok = true;
+          if constexpr (kKeepSpans) {
+            if (!kept_found) {
+              kept_ok = true;
+#pragma unroll
+              for (int rr = 0; rr < kR; ++rr) kept_ok = row_span(rr, kept_lo[rr], kept_hi[rr]) && kept_ok;
+              kept_found = true;
+            }
+#pragma unroll
+            for (int rr = 0; rr < kR; ++rr) lo[rr] = kept_lo[rr], hi[rr] = kept_hi[rr];
+            ok = kept_ok;
+          } else {
+#pragma unroll
+            for (int rr = 0; rr < kR; ++rr) ok = row_span(rr, lo[rr], hi[rr]) && ok;
+          }
+          if (ok) {
+#pragma unroll
+            for (int mt = 0; mt < kMT; ++mt)
+#pragma unroll
+              for (int nb = 0; nb < kNS; ++nb)
+#pragma unroll
+                for (int c = 0; c < 4; ++c) {
+                  const int rr = mt * 2 + (c >> 1);
+                  const int j = j_tile + nb * 8 + 2 * t + (c & 1);
+                  if (j < lo[rr] || j >= hi[rr]) sc[mt][nb][c] = detail::neg_inf();
+                }
+            spans_done = true;
+          }
+        }
+      }
+      if (need_check && !spans_done) {
 #pragma unroll
         for (int mt = 0; mt < kMT; ++mt)
 #pragma unroll
@@ -584,12 +655,15 @@ __global__ void __launch_bounds__(Cfg::kThreads)
         }
       }
       // Refill this stage with the tile after next once every warp is done with it.
-      const int n_after = n_next < n_last ? static_cast<int>(cls.first_nonempty(n_next + 1, n_last + 1)) : n_last + 1;
+      TileKind kind_after = TileKind::Partial;
+      const int n_after = cls.first_nonempty(n_next + 1, n_last + 1, kind_after);
       __syncthreads();
       if (n_after <= n_last) load_tile(stage, n_after);
       detail::cp_async_commit();
       n = n_next;
       n_next = n_after;
+      kind = kind_next;
+      kind_next = kind_after;
       stage ^= 1;
     }
   }

@@ -9,6 +9,10 @@ namespace attnkit {
 struct FullMask : MaskBase<FullMask> {
   ATTNKIT_HDI bool operator()(const SeqCtx&, int64_t, int64_t) const { return true; }
   ATTNKIT_HDI TileKind classify(const SeqCtx&, int64_t, int64_t, int64_t, int64_t) const { return TileKind::Full; }
+  ATTNKIT_HDI bool key_span(const SeqCtx& s, int64_t, int64_t& lo, int64_t& hi) const {
+    lo = 0, hi = s.kv_len;
+    return true;
+  }
 };
 
 // j <= p(i). Alignment (bottom-right by default) is carried by SeqCtx.
@@ -18,6 +22,10 @@ struct CausalMask : MaskBase<CausalMask> {
     if (j0 > s.pos(i1 - 1)) return TileKind::Empty;
     if (j1 - 1 <= s.pos(i0)) return TileKind::Full;
     return TileKind::Partial;
+  }
+  ATTNKIT_HDI bool key_span(const SeqCtx& s, int64_t i, int64_t& lo, int64_t& hi) const {
+    lo = 0, hi = s.pos(i) + 1;
+    return true;
   }
 };
 
@@ -30,6 +38,10 @@ struct PaddingMask : MaskBase<PaddingMask> {
     if (i0 >= s.q_len || j0 >= s.kv_len) return TileKind::Empty;
     if (i1 <= s.q_len && j1 <= s.kv_len) return TileKind::Full;
     return TileKind::Partial;
+  }
+  ATTNKIT_HDI bool key_span(const SeqCtx& s, int64_t i, int64_t& lo, int64_t& hi) const {
+    lo = 0, hi = i < s.q_len ? s.kv_len : 0;
+    return true;
   }
 };
 

@@ -23,6 +23,14 @@ struct AndMask : MaskBase<AndMask<A, B>> {
     if (tb == TileKind::Empty) return TileKind::Empty;
     return (ta == TileKind::Full && tb == TileKind::Full) ? TileKind::Full : TileKind::Partial;
   }
+  // Two runs intersect in one run.
+  template <class A2 = A, class = std::enable_if_t<has_key_span<A2>::value && has_key_span<B>::value>>
+  ATTNKIT_HDI bool key_span(const SeqCtx& s, int64_t i, int64_t& lo, int64_t& hi) const {
+    int64_t la = 0, ha = 0, lb = 0, hb = 0;
+    if (!a.key_span(s, i, la, ha) || !b.key_span(s, i, lb, hb)) return false;
+    lo = detail::imax(la, lb), hi = detail::imin(ha, hb);
+    return true;
+  }
 };
 
 template <class A, class B>
@@ -38,6 +46,19 @@ struct OrMask : MaskBase<OrMask<A, B>> {
     const TileKind tb = b.classify(s, i0, i1, j0, j1);
     if (tb == TileKind::Full) return TileKind::Full;
     return (ta == TileKind::Empty && tb == TileKind::Empty) ? TileKind::Empty : TileKind::Partial;
+  }
+  // Two runs unite in one run when they touch or overlap among the valid keys
+  // (an empty run adds nothing); otherwise the row is not one run.
+  template <class A2 = A, class = std::enable_if_t<has_key_span<A2>::value && has_key_span<B>::value>>
+  ATTNKIT_HDI bool key_span(const SeqCtx& s, int64_t i, int64_t& lo, int64_t& hi) const {
+    int64_t la = 0, ha = 0, lb = 0, hb = 0;
+    if (!a.key_span(s, i, la, ha) || !b.key_span(s, i, lb, hb)) return false;
+    la = detail::imax(la, 0), ha = detail::imin(ha, s.kv_len);
+    lb = detail::imax(lb, 0), hb = detail::imin(hb, s.kv_len);
+    if (la >= ha) return lo = lb, hi = hb, true;
+    if (lb >= hb) return lo = la, hi = ha, true;
+    lo = detail::imin(la, lb), hi = detail::imax(ha, hb);
+    return la <= hb && lb <= ha;
   }
 };
 

@@ -43,6 +43,28 @@ struct DocumentMask : MaskBase<DocumentMask> {
     if (qa == qb && ka == kb && qa == ka) return TileKind::Full;
     return TileKind::Partial;
   }
+  // Sorted ids: the query's document is one run of keys, found by two binary
+  // searches (a kernel does this once per row, not per tile).
+  ATTNKIT_HDI bool key_span(const SeqCtx& s, int64_t i, int64_t& lo, int64_t& hi) const {
+    if (!sorted) return false;
+    const int32_t d = q_doc(s, i);
+    lo = first_key_after(s, d, false);
+    hi = first_key_after(s, d, true);
+    return true;
+  }
+  // First key j in [0, kv_len) with id > d (inclusive: id >= d when !strict), else kv_len.
+  ATTNKIT_HDI int64_t first_key_after(const SeqCtx& s, int32_t d, bool strict) const {
+    int64_t a = 0, b = s.kv_len;
+    while (a < b) {
+      const int64_t m = a + (b - a) / 2;
+      const int32_t id = kv_doc(s, m);
+      if (strict ? id > d : id >= d)
+        b = m;
+      else
+        a = m + 1;
+    }
+    return a;
+  }
 };
 
 }  // namespace attnkit

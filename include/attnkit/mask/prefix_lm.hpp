@@ -17,6 +17,10 @@ struct PrefixLMMask : MaskBase<PrefixLMMask> {
     if (j0 >= prefix && j0 > s.pos(i1 - 1)) return TileKind::Empty;
     return TileKind::Partial;
   }
+  ATTNKIT_HDI bool key_span(const SeqCtx& s, int64_t i, int64_t& lo, int64_t& hi) const {
+    lo = 0, hi = detail::imax(prefix, s.pos(i) + 1);
+    return true;
+  }
 };
 
 }  // namespace attnkit

@@ -8,9 +8,19 @@
 // classify must be sound: Full means every pair is allowed, Empty means none
 // is. Built-in masks are also exact (Partial means mixed); compositions may
 // answer Partial for a tile that is in fact empty or full.
+//
+// Optionally, a mask whose rows allow one contiguous run of keys says so:
+//   bool key_span(const SeqCtx&, int64_t i, int64_t& lo, int64_t& hi) const;
+// true means: for every valid key j (j < kv_len), allowed(i, j) == (lo <= j && j < hi)
+// (lo / hi may lie outside [0, kv_len]; lo >= hi is an empty row). false means
+// "not an interval for this row": callers fall back to the predicate. Kernels
+// compute a row's span once and then mask a partial tile with two integer
+// compares per element instead of calling the predicate (has_key_span below).
 #pragma once
 
 #include <cstdint>
+#include <type_traits>
+#include <utility>
 
 #include "attnkit/core/macros.hpp"
 #include "attnkit/core/sequence.hpp"
@@ -46,5 +56,20 @@ namespace detail {
 ATTNKIT_HDI int64_t imin(int64_t a, int64_t b) { return a < b ? a : b; }
 ATTNKIT_HDI int64_t imax(int64_t a, int64_t b) { return a > b ? a : b; }
 }  // namespace detail
+
+// Whether M has the optional key_span member (see the top of this file).
+template <class M, class = void>
+struct has_key_span : std::false_type {};
+template <class M>
+struct has_key_span<M,
+                    std::void_t<decltype(std::declval<const M&>().key_span(
+                        std::declval<const SeqCtx&>(), int64_t{}, std::declval<int64_t&>(), std::declval<int64_t&>()))>>
+    : std::true_type {};
+
+// Whether key_span is a few integer operations (true) or reads memory (a
+// document mask's binary search: false). Kernels recompute arithmetic spans
+// where needed and keep the others once found. Compositions: traits.hpp.
+template <class M>
+struct key_span_is_arithmetic : std::true_type {};
 
 }  // namespace attnkit

@@ -23,6 +23,10 @@ struct SlidingWindowMask : MaskBase<SlidingWindowMask> {
     if (j1 - 1 <= pmin && j0 > pmax - window) return TileKind::Full;
     return TileKind::Partial;
   }
+  ATTNKIT_HDI bool key_span(const SeqCtx& s, int64_t i, int64_t& lo, int64_t& hi) const {
+    lo = s.pos(i) - window + 1, hi = s.pos(i) + 1;
+    return true;
+  }
 };
 
 // p - left <= j <= p + right. A negative bound means unbounded on that side
@@ -42,6 +46,11 @@ struct LocalMask : MaskBase<LocalMask> {
     if ((left >= 0 && j1 - 1 < pmin - left) || (right >= 0 && j0 > pmax + right)) return TileKind::Empty;
     if ((left < 0 || j0 >= pmax - left) && (right < 0 || j1 - 1 <= pmin + right)) return TileKind::Full;
     return TileKind::Partial;
+  }
+  ATTNKIT_HDI bool key_span(const SeqCtx& s, int64_t i, int64_t& lo, int64_t& hi) const {
+    lo = left < 0 ? 0 : s.pos(i) - left;
+    hi = right < 0 ? s.kv_len : s.pos(i) + right + 1;
+    return true;
   }
 };
 
@@ -67,6 +76,14 @@ struct SinkWindowMask : MaskBase<SinkWindowMask> {
       if (first_non_sink > j1 - 1 || first_non_sink > pmax - window) return TileKind::Full;
     }
     return TileKind::Partial;
+  }
+  // One run only while the window reaches back to the sinks (or there are
+  // none); otherwise two runs, and callers use the predicate.
+  ATTNKIT_HDI bool key_span(const SeqCtx& s, int64_t i, int64_t& lo, int64_t& hi) const {
+    const int64_t p = s.pos(i);
+    hi = p + 1;
+    lo = p - window + 1 <= sinks ? 0 : p - window + 1;
+    return sinks <= 0 || lo == 0 || p < 0;
   }
 };
 

@@ -362,6 +362,10 @@ struct ListKeysMask : MaskBase<ListKeysMask> {
     const int64_t n = valid_keys(s.batch);
     return j1 <= n ? TileKind::Full : (j0 >= n ? TileKind::Empty : TileKind::Partial);
   }
+  ATTNKIT_HDI bool key_span(const SeqCtx& s, int64_t, int64_t& lo, int64_t& hi) const {
+    lo = 0, hi = valid_keys(s.batch);
+    return true;
+  }
 };
 
 }  // namespace attnkit::moba::cuda

@@ -36,6 +36,11 @@ struct OwnBlockMask : MaskBase<OwnBlockMask> {
     if (p0 >= 0 && j1 - 1 <= p0 && j0 >= block_start(p1)) return TileKind::Full;
     return TileKind::Partial;
   }
+  ATTNKIT_HDI bool key_span(const SeqCtx& s, int64_t i, int64_t& lo, int64_t& hi) const {
+    const int64_t p = s.pos(i);
+    lo = p < 0 ? 0 : block_start(p), hi = p < 0 ? 0 : p + 1;
+    return true;
+  }
 };
 
 }  // namespace attnkit::moba
