@@ -117,10 +117,14 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks)
   const cuda::detail::TileClassifier<Mask> wcls{mask, ctx, 1, w_lo, w_hi, kv_len, BN};
   int n_first = n_tiles, n_last = -1;
   if (r0 < i_hi && n_tiles > 0) {
-    n_first = static_cast<int>(cls.first_nonempty(0, n_tiles));
+    TileKind k0 = TileKind::Partial;
+    n_first = cls.first_nonempty(0, n_tiles, k0);
     if (n_first < n_tiles) n_last = static_cast<int>(cls.last_nonempty(n_first, n_tiles));
   }
-  auto next_tile = [&](int n) { return n < n_last ? static_cast<int>(cls.first_nonempty(n + 1, n_last + 1)) : n_last + 1; };
+  auto next_tile = [&](int n) {
+    TileKind k = TileKind::Partial;
+    return n < n_last ? cls.first_nonempty(n + 1, n_last + 1, k) : n_last + 1;
+  };
 
   const bool softcap = p.softcap > 0.f;
   const bool transform = softcap || !(a.scale_log2 > 0.f);
@@ -159,6 +163,25 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks)
   for (int i = 0; i < D / 2; ++i) o[i] = 0.f;
   float row_max[2] = {cuda::detail::neg_inf(), cuda::detail::neg_inf()}, row_sum[2] = {0.f, 0.f};
   const int row0 = w_lo + warp * 16 + g;  // this thread's rows: row0, row0 + 8
+
+  // Masks whose rows are one run of keys (has_key_span, mask/tile.hpp): the
+  // two rows' runs, clipped to [0, kv_len) (rows past q_len: empty), found
+  // once; partial tiles then cost two compares per element. A row the mask
+  // declines (false) falls back to the predicate.
+  constexpr bool kSpans = has_key_span<Mask>::value;
+  [[maybe_unused]] int span_lo[2] = {0, 0}, span_hi[2] = {0, 0};
+  [[maybe_unused]] bool span_ok[2] = {true, true};
+  if constexpr (kSpans) {
+#pragma unroll
+    for (int rr = 0; rr < 2; ++rr) {
+      int64_t lo = 0, hi = 0;
+      const int row = row0 + 8 * rr;
+      if (row < q_len) span_ok[rr] = mask.key_span(ctx, row, lo, hi);
+      lo = lo < 0 ? 0 : (lo > kv_len ? kv_len : lo);
+      hi = hi < lo ? lo : (hi > kv_len ? kv_len : hi);
+      span_lo[rr] = static_cast<int>(lo), span_hi[rr] = static_cast<int>(hi);
+    }
+  }
 
   if (n_first <= n_last) {
     float sc[BN / 2];
@@ -202,10 +225,16 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks)
         for (int i = 0; i < kNS; ++i)
 #pragma unroll
           for (int c = 0; c < 4; ++c) {
-            const int row = row0 + 8 * (c >> 1);
+            const int rr = c >> 1, row = row0 + 8 * rr;
             const int j = j_tile + 8 * i + 2 * t + (c & 1);
-            bool ok = kind != TileKind::Empty && j < kv_len && row < q_len;
-            if (ok && kind != TileKind::Full) ok = mask(ctx, row, j);
+            bool ok = kind != TileKind::Empty && j < kv_len;  // full tiles: rows past q_len are never written
+            if (ok && kind != TileKind::Full) {
+              if constexpr (kSpans) {
+                ok = span_ok[rr] ? (j >= span_lo[rr] && j < span_hi[rr]) : (row < q_len && mask(ctx, row, j));
+              } else {
+                ok = row < q_len && mask(ctx, row, j);
+              }
+            }
             if (!ok) sc[4 * i + c] = cuda::detail::neg_inf();
           }
       }
