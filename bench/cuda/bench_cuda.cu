@@ -126,8 +126,9 @@ void prefill_run(const char* tag, const char* mask_name, const Mask& mask_host, 
 template <class Cfg, class Mask>
 void prefill_cfg(const char* tag, const char* mask_name, const Mask& mask_host, const Mask& mask_dev, int64_t B,
                  int64_t N, int64_t Hq, int64_t Hkv, Flusher& flush, int reps) {
-  prefill_run<Cfg::D>(tag, mask_name, mask_host, mask_dev, B, N, Hq, Hkv, flush, reps,
-                      [](const AttentionParams<T>& p, const Mask& m) { cuda::forward_with<Cfg>(p, m, nullptr, false); });
+  prefill_run<Cfg::D>(
+      tag, mask_name, mask_host, mask_dev, B, N, Hq, Hkv, flush, reps,
+      [](const AttentionParams<T>& p, const Mask& m) { cuda::forward_with<Cfg>(p, m, nullptr, false); });
 }
 // ... on the sm90 wgmma kernel with configuration Cfg.
 template <class Cfg, class Mask>
@@ -137,8 +138,9 @@ void prefill_sm90(const char* tag, const char* mask_name, const Mask& mask_host,
     std::printf("%-12s %s: skipped (no sm_90a code for this device)\n", tag, mask_name);
     return;
   }
-  prefill_run<Cfg::D>(tag, mask_name, mask_host, mask_dev, B, N, Hq, Hkv, flush, reps,
-                      [](const AttentionParams<T>& p, const Mask& m) { cuda::sm90::forward_sm90_with<Cfg>(p, m, nullptr); });
+  prefill_run<Cfg::D>(
+      tag, mask_name, mask_host, mask_dev, B, N, Hq, Hkv, flush, reps,
+      [](const AttentionParams<T>& p, const Mask& m) { cuda::sm90::forward_sm90_with<Cfg>(p, m, nullptr); });
 }
 // The standard rows: what the front door runs for a prefill of head dim D
 // (dispatch.cuh's forward_plain: the sm90 kernel where it applies, else the
@@ -290,10 +292,12 @@ void variants_sm90(Flusher& flush, int reps) {
     prefill_sm90<Sm90Config<T, 64, 64, 2, 2>>("sm90n64x2 ", "full", FullMask{}, FullMask{}, B, N, 32, 32, flush, reps);
     prefill_sm90<Sm90Config<T, 64, 64, 2, 2>>("sm90n64x2 ", "causal", CausalMask{}, CausalMask{}, B, N, 32, 32, flush,
                                               reps);
-    prefill_sm90<Sm90Config<T, 64, 128, 1, 2>>("sm90w1n128 ", "full", FullMask{}, FullMask{}, B, N, 32, 32, flush, reps);
+    prefill_sm90<Sm90Config<T, 64, 128, 1, 2>>("sm90w1n128 ", "full", FullMask{}, FullMask{}, B, N, 32, 32, flush,
+                                               reps);
     prefill_sm90<Sm90Config<T, 64, 128, 1, 2>>("sm90w1n128 ", "causal", CausalMask{}, CausalMask{}, B, N, 32, 32, flush,
                                                reps);
-    prefill_sm90<Sm90Config<T, 64, 64, 1, 3>>("sm90w1n64x3 ", "full", FullMask{}, FullMask{}, B, N, 32, 32, flush, reps);
+    prefill_sm90<Sm90Config<T, 64, 64, 1, 3>>("sm90w1n64x3 ", "full", FullMask{}, FullMask{}, B, N, 32, 32, flush,
+                                              reps);
     prefill_cfg<cuda::Configs<T, 64>::Prefill>("mma.sync ", "full", FullMask{}, FullMask{}, B, N, 32, 32, flush, reps);
     prefill_cfg<cuda::Configs<T, 64>::Prefill>("mma.sync ", "causal", CausalMask{}, CausalMask{}, B, N, 32, 32, flush,
                                                reps);
@@ -357,8 +361,7 @@ void rope_cases(Flusher& flush, int reps) {
 
 int main(int argc, char** argv) {
   int reps = 20;
-  bool quick = false, try_variants = false, one = false, rope_only = false, sm90_variants = false,
-       prefill_only = false;
+  bool quick = false, try_variants = false, one = false, rope_only = false, sm90_variants = false, prefill_only = false;
   for (int a = 1; a < argc; ++a) {
     if (!std::strcmp(argv[a], "--csv") && a + 1 < argc) g_csv = std::fopen(argv[++a], "w");
     if (!std::strcmp(argv[a], "--reps") && a + 1 < argc) reps = std::atoi(argv[++a]);
@@ -366,8 +369,8 @@ int main(int argc, char** argv) {
     if (!std::strcmp(argv[a], "--variants")) try_variants = true;
     if (!std::strcmp(argv[a], "--sm90-variants")) sm90_variants = true;  // only the sm90 / mma.sync prefill rows
     if (!std::strcmp(argv[a], "--prefill-only")) prefill_only = true;    // the standard prefill rows, no decode / RoPE
-    if (!std::strcmp(argv[a], "--one")) one = true;         // one causal prefill, for profilers
-    if (!std::strcmp(argv[a], "--rope")) rope_only = true;  // the fused-RoPE cases only
+    if (!std::strcmp(argv[a], "--one")) one = true;                      // one causal prefill, for profilers
+    if (!std::strcmp(argv[a], "--rope")) rope_only = true;               // the fused-RoPE cases only
   }
   int n = 0;
   if (cudaGetDeviceCount(&n) != cudaSuccess || n == 0) {

@@ -18,7 +18,8 @@
 //    load during iteration q (K tiles are consumed one iteration before V);
 //  * online softmax in fp32 with exp2, scale folded into the exponent as in
 //    forward_kernel.cuh; masks through the same tile classification: empty
-//    tiles skipped, full tiles with no per-element predicate.
+//    tiles skipped, full tiles with no per-element predicate, partial tiles
+//    by two compares per element where the mask has key_span (tile.hpp).
 //
 // Device code exists only where the consumer compiled sm_90a machine code
 // (`__CUDA_ARCH_FEAT_SM90_ALL`); elsewhere the kernel body is a marker that
@@ -85,7 +86,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks)
   constexpr int D = Cfg::D, BM = Cfg::kBlockM, BN = Cfg::kBlockN;
   constexpr int kNS = BN / 8;  // 8-column blocks of S per thread row pair
   constexpr int kNO = D / 8;
-  constexpr int kCpr = D / 8;             // 16-byte chunks per row
+  constexpr int kCpr = D / 8;                 // 16-byte chunks per row
   constexpr int kRpp = Cfg::kThreads / kCpr;  // rows per copy pass (a multiple of 8)
   static_assert(BN % kRpp == 0 && BM % kRpp == 0, "copy passes must cover whole tiles");
   static_assert(kRpp % 8 == 0, "copy passes must keep the swizzle phase");
@@ -210,7 +211,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks)
     };
     // Logit transform, mask, online softmax of one S tile (into P values in
     // sc); returns the rescale factors of the two rows.
-    auto softmax = [&](int n, float (&corr)[2]) {
+    auto softmax = [&](int n, float(&corr)[2]) {
       const int j_tile = n * BN;
       const TileKind kind = w_lo < w_hi ? wcls.range(n, n + 1) : TileKind::Empty;
       if (transform) {
@@ -444,8 +445,7 @@ void forward_sm90_with(const AttentionParams<T>& p, const Mask& mask, cudaStream
   a.scale_log2 = p.scale * kLog2e;
   a.m_blocks = static_cast<int>((s.q_capacity + Cfg::kBlockM - 1) / Cfg::kBlockM);
   cuda::detail::allow_smem(kernel, Cfg::kSmemBytes);
-  const dim3 grid(static_cast<unsigned>(a.m_blocks), static_cast<unsigned>(s.q_heads),
-                  static_cast<unsigned>(s.batch));
+  const dim3 grid(static_cast<unsigned>(a.m_blocks), static_cast<unsigned>(s.q_heads), static_cast<unsigned>(s.batch));
   kernel<<<grid, Cfg::kThreads, Cfg::kSmemBytes, stream>>>(a, mask);
   cuda::detail::check_launch("flash_fwd_sm90_kernel");
 }
