@@ -158,8 +158,8 @@ Outcome run_case(const Case& c, const MaskH& mask_host, const MaskD& mask_dev, E
     } else if (entry == Entry::Sm90) {
       if constexpr (D == 64 || D == 128) {
         cuda::check_gpu_problem(p, od);
-        cuda::sm90::forward_sm90_with<cuda::sm90::Sm90Default<T, D>>(p, mask_dev,
-                                                                     static_cast<cudaStream_t>(od.cuda_stream));
+        cuda::sm90::forward_sm90_with<cuda::sm90::Sm90Default<T, D, MaskD>>(p, mask_dev,
+                                                                            static_cast<cudaStream_t>(od.cuda_stream));
       } else {
         FAIL("the sm90 kernel takes head dims 64 and 128");
       }

@@ -13,7 +13,7 @@ using F16 = attnkit::half;
 namespace {
 
 bool have_sm90() {
-  const bool ok = cuda::sm90::sm90_ready<cuda::sm90::Sm90Default<T, 128>, FullMask>();
+  const bool ok = cuda::sm90::sm90_ready<cuda::sm90::Sm90Default<T, 128, FullMask>, FullMask>();
   if (!ok) WARN("SKIPPED: no compute capability 9.0 device with sm_90a code in this binary");
   return ok;
 }
@@ -188,7 +188,7 @@ TEST_CASE("sm90: the front door routes prefill to the sm90 kernel", "[cuda][sm90
                           Tensor4<const T>(v.ptr, {B, N, H, D}), Tensor4<T>(out, {B, N, H, D}), opts, false);
   };
   cuda::attention_forward(params(o1.ptr), CausalMask{}, opts);
-  cuda::sm90::forward_sm90_with<cuda::sm90::Sm90Default<T, 128>>(params(o2.ptr), CausalMask{}, nullptr);
+  cuda::sm90::forward_sm90_with<cuda::sm90::Sm90Default<T, 128, CausalMask>>(params(o2.ptr), CausalMask{}, nullptr);
   cuda::forward_hdim<128>(params(o3.ptr), CausalMask{}, nullptr);
   cuda_ok(cudaDeviceSynchronize());
   const auto a = o1.download(), b = o2.download(), c = o3.download();

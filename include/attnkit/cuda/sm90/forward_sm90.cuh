@@ -33,6 +33,7 @@
 #include <cstdint>
 #include <map>
 #include <mutex>
+#include <type_traits>
 #include <utility>
 
 #include "attnkit/core/error.hpp"
@@ -42,6 +43,7 @@
 #include "attnkit/cuda/launch.cuh"
 #include "attnkit/cuda/mma.cuh"
 #include "attnkit/cuda/sm90/wgmma.cuh"
+#include "attnkit/mask/basic.hpp"
 #include "attnkit/mask/tile.hpp"
 
 namespace attnkit::cuda::sm90 {
@@ -450,11 +452,12 @@ void forward_sm90_with(const AttentionParams<T>& p, const Mask& mask, cudaStream
   cuda::detail::check_launch("flash_fwd_sm90_kernel");
 }
 
-// The configurations the front door uses, per head dim: 128-key tiles at
-// D = 128, 64-key tiles at D = 64 (H100, B8 N4096 full: 400 vs 317 TFLOP/s;
-// bench/cuda/NOTES-sm90.md).
-template <class T, int D>
-using Sm90Default = Sm90Config<T, D, (D == 64 ? 64 : 128)>;
+// The configuration the front door uses per head dim and mask type (H100,
+// bench/cuda/NOTES-sm90.md): 2 warpgroups and 128-key tiles, except D = 64
+// without a mask (FullMask), where 64-key tiles measured 402 vs 320 TFLOP/s
+// (B8 N4096) but causal dropped to 214 vs 252, so masked D = 64 keeps 128.
+template <class T, int D, class Mask>
+using Sm90Default = Sm90Config<T, D, (D == 64 && std::is_same_v<Mask, FullMask>) ? 64 : 128>;
 
 // Runs the call on the sm90 kernel when it applies (prefill, head dim D ==
 // Dv, no ALiBi, sm_90a code on a 9.0 device) and returns true; else returns
@@ -464,8 +467,8 @@ bool try_forward_sm90_hdim(const AttentionParams<T>& p, const Mask& mask, cudaSt
   const ProblemShape& s = p.shape;
   if constexpr (D == 64 || D == 128) {
     if (s.q_capacity <= kDecodeMaxQueries || p.alibi_slopes || s.head_dim != D || s.v_head_dim != D) return false;
-    if (!sm90_ready<Sm90Default<T, D>, Mask>()) return false;
-    forward_sm90_with<Sm90Default<T, D>>(p, mask, stream);
+    if (!sm90_ready<Sm90Default<T, D, Mask>, Mask>()) return false;
+    forward_sm90_with<Sm90Default<T, D, Mask>>(p, mask, stream);
     return true;
   } else {
     (void)s, (void)mask, (void)stream;
