@@ -7,6 +7,7 @@
 // decode call measured on the host clock, launch and synchronisation included.
 //
 // --rope: only the fused-RoPE cases (plain / fused / on-the-fly / pre-pass / ReRoPE).
+// --decode: only the decode cases (with --variants: the decode variants too).
 //
 // Output: a human table on stdout and, with --csv FILE, one line per case:
 //   kind,name,mask,B,N,Hq,Hkv,D,ms,tflops,gbps,pairs
@@ -125,7 +126,8 @@ void prefill(const char* mask_name, const Mask& mask_host, const Mask& mask_dev,
 }
 
 template <class Cfg>
-void decode_cfg(const char* tag, int64_t B, int64_t kv, Flusher& flush, int reps, bool latency) {
+void decode_cfg(const char* tag, int64_t B, int64_t kv, Flusher& flush, int reps, bool latency,
+                cuda::DecodeTuning tune = {}) {
   constexpr int D = 128;
   const int64_t Hq = 32, Hkv = 8;
   T* q = dev_random<T>(size_t(B * Hq * D), 4);
@@ -138,7 +140,8 @@ void decode_cfg(const char* tag, int64_t B, int64_t kv, Flusher& flush, int reps
                                 Tensor4<const T>(v, {B, kv, Hkv, D}), Tensor4<T>(o, {B, 1, Hq, D}), opts, false);
   const double pairs = double(B) * Hq * kv;
   const double bytes = double(B) * kv * Hkv * D * 2 * 2;
-  const double ms = median_ms([&] { cuda::forward_with<Cfg>(p, CausalMask{}, nullptr, true); }, flush, reps);
+  const double ms =
+      median_ms([&] { cuda::forward_with<Cfg>(p, CausalMask{}, nullptr, true, cuda::FusedRope{}, tune); }, flush, reps);
   const std::string name =
       std::string(tag) + "decode B" + std::to_string(B) + " kv" + std::to_string(kv) + " H32/8 D128";
   report(tag[0] ? "variant" : "decode", name, "causal", B, kv, Hq, Hkv, D, ms, 4.0 * D * pairs / (ms * 1e-3) / 1e12,
@@ -196,14 +199,76 @@ void decode_cfg(const char* tag, int64_t B, int64_t kv, Flusher& flush, int reps
       ok(cudaStreamSynchronize(nullptr), "sync");
     }
     std::sort(t_fwd.begin(), t_fwd.end());
+    const double t_params = median_us([&] { (void)make_params<T>(qv, kv_, vv, ov, opts, false); }, 200);
+    const double t_getdev = median_us(
+        [&] {
+          int d = 0;
+          ok(cudaGetDevice(&d), "cudaGetDevice");
+        },
+        200);
+    const double t_sid = median_us(
+        [&] {
+          unsigned long long id = 0;
+          ok(cudaStreamGetId(nullptr, &id), "cudaStreamGetId");
+        },
+        200);
+    const double t_cap = median_us(
+        [&] {
+          cudaStreamCaptureStatus c{};
+          ok(cudaStreamIsCapturing(nullptr, &c), "cudaStreamIsCapturing");
+        },
+        200);
     std::printf(
-        "host    on_device %.1f us, attention_forward (launches, no sync) %.1f us, pool alloc+free %.1f us, "
-        "empty-kernel launch %.1f us, idle sync %.1f us\n",
-        t_place, t_fwd[t_fwd.size() / 2], t_alloc, t_empty, t_sync);
+        "host    on_device %.1f us, make_params %.1f us, attention_forward (launch, no sync) %.1f us, pool "
+        "alloc+free %.1f us, empty-kernel launch %.1f us, idle sync %.1f us, cudaGetDevice %.2f us, "
+        "cudaStreamGetId %.2f us, cudaStreamIsCapturing %.2f us\n",
+        t_place, t_params, t_fwd[t_fwd.size() / 2], t_alloc, t_empty, t_sync, t_getdev, t_sid, t_cap);
     report("host", "host on_device", "-", B, kv, Hq, Hkv, D, t_place * 1e-3, 0, 0, 0);
+    report("host", "host make_params", "-", B, kv, Hq, Hkv, D, t_params * 1e-3, 0, 0, 0);
     report("host", "host attention_forward", "-", B, kv, Hq, Hkv, D, t_fwd[t_fwd.size() / 2] * 1e-3, 0, 0, 0);
     report("host", "host pool alloc+free", "-", B, kv, Hq, Hkv, D, t_alloc * 1e-3, 0, 0, 0);
     report("host", "host empty-kernel launch", "-", B, kv, Hq, Hkv, D, t_empty * 1e-3, 0, 0, 0);
+    report("host", "host idle stream sync", "-", B, kv, Hq, Hkv, D, t_sync * 1e-3, 0, 0, 0);
+
+    // The same call on a user stream, direct and replayed from a CUDA graph
+    // captured from the public entry (a separate line: the direct number
+    // above is the target's measure). Under capture the split-KV workspace
+    // is graph-owned (alloc + ticket memset + free nodes).
+    cudaStream_t st;
+    ok(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking), "stream");
+    AttentionOptions so = opts;
+    so.cuda_stream = st;
+    auto call_st = [&] {
+      const bool dev = cuda::on_device(qv.data, kv_.data, vv.data, ov.data);
+      (void)dev;
+      const auto pp = make_params<T>(qv, kv_, vv, ov, so, false);
+      cuda::attention_forward(pp, CausalMask{}, so);
+      ok(cudaStreamSynchronize(st), "sync");
+    };
+    for (int w = 0; w < 20; ++w) call_st();
+    const double e2e_st = median_us(call_st, 200);
+    report("latency", "decode e2e stream B" + std::to_string(B) + " kv" + std::to_string(kv), "causal", B, kv, Hq, Hkv,
+           D, e2e_st * 1e-3, 0, 0, pairs);
+    cudaGraph_t graph;
+    cudaGraphExec_t exec;
+    ok(cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal), "begin capture");
+    {
+      const auto pp = make_params<T>(qv, kv_, vv, ov, so, false);
+      cuda::attention_forward(pp, CausalMask{}, so);
+    }
+    ok(cudaStreamEndCapture(st, &graph), "end capture");
+    ok(cudaGraphInstantiate(&exec, graph, 0), "instantiate");
+    auto replay = [&] {
+      ok(cudaGraphLaunch(exec, st), "graph launch");
+      ok(cudaStreamSynchronize(st), "sync");
+    };
+    for (int w = 0; w < 20; ++w) replay();
+    const double e2e_graph = median_us(replay, 200);
+    report("latency", "decode e2e graph-replay B" + std::to_string(B) + " kv" + std::to_string(kv), "causal", B, kv, Hq,
+           Hkv, D, e2e_graph * 1e-3, 0, 0, pairs);
+    ok(cudaGraphExecDestroy(exec), "exec destroy");
+    ok(cudaGraphDestroy(graph), "graph destroy");
+    ok(cudaStreamDestroy(st), "stream destroy");
   }
   cudaFree(q), cudaFree(k), cudaFree(v), cudaFree(o);
 }
@@ -232,10 +297,27 @@ void variants(Flusher& flush, int reps) {
                                                  flush, reps);
   prefill_cfg<FwdConfig<T, 128, 4, 1, 64, true>>("w4m1n64pack ", "causal", CausalMask{}, CausalMask{}, 8, 4096, 16, 16,
                                                  flush, reps);
-  // Decode: packed GQA rows, one-wave split plan.
-  decode_cfg<FwdConfig<T, 128, 2, 1, 32>>("w2n32 ", 8, 131072, flush, reps, false);
+}
+
+// Decode variants: key tile, warps, and the split plan's knobs (minimum key
+// tiles per split, resident CTAs per SM assumed), on the shapes of the targets.
+void decode_variants(Flusher& flush, int reps) {
+  using cuda::FwdConfig;
+  using W1N32 = FwdConfig<T, 128, 1, 1, 32>;
+  using W1N64 = FwdConfig<T, 128, 1, 1, 64>;
+  for (int64_t kv : {4096, 32768}) {
+    for (int mt : {2, 8})
+      decode_cfg<W1N32>(mt == 2 ? "w1n32 min2 " : "w1n32 min8 ", 1, kv, flush, reps, false, {mt, 0});
+    for (int c : {4, 6}) decode_cfg<W1N32>(c == 4 ? "w1n32 cta4 " : "w1n32 cta6 ", 1, kv, flush, reps, false, {0, c});
+    decode_cfg<W1N64>("w1n64 ", 1, kv, flush, reps, false);
+    decode_cfg<W1N64>("w1n64 min2 ", 1, kv, flush, reps, false, {2, 0});
+  }
+  decode_cfg<W1N64>("w1n64 ", 1, 131072, flush, reps, false);
+  decode_cfg<W1N64>("w1n64 ", 8, 32768, flush, reps, false);
+  decode_cfg<W1N32>("w1n32 cta6 ", 1, 131072, flush, reps, false, {0, 6});
+  decode_cfg<W1N32>("w1n32 cta6 ", 8, 32768, flush, reps, false, {0, 6});
   decode_cfg<FwdConfig<T, 128, 2, 1, 32>>("w2n32 ", 1, 32768, flush, reps, false);
-  decode_cfg<FwdConfig<T, 128, 1, 1, 64>>("w1n64 ", 1, 32768, flush, reps, false);
+  decode_cfg<FwdConfig<T, 128, 2, 1, 32>>("w2n32 ", 8, 32768, flush, reps, false);
 }
 
 // Fused RoPE against the same shape without RoPE, the unfused pre-pass
@@ -291,14 +373,15 @@ void rope_cases(Flusher& flush, int reps) {
 
 int main(int argc, char** argv) {
   int reps = 20;
-  bool quick = false, try_variants = false, one = false, rope_only = false;
+  bool quick = false, try_variants = false, one = false, rope_only = false, decode_only = false;
   for (int a = 1; a < argc; ++a) {
     if (!std::strcmp(argv[a], "--csv") && a + 1 < argc) g_csv = std::fopen(argv[++a], "w");
     if (!std::strcmp(argv[a], "--reps") && a + 1 < argc) reps = std::atoi(argv[++a]);
     if (!std::strcmp(argv[a], "--quick")) quick = true;
     if (!std::strcmp(argv[a], "--variants")) try_variants = true;
-    if (!std::strcmp(argv[a], "--one")) one = true;         // one causal prefill, for profilers
-    if (!std::strcmp(argv[a], "--rope")) rope_only = true;  // the fused-RoPE cases only
+    if (!std::strcmp(argv[a], "--one")) one = true;             // one causal prefill, for profilers
+    if (!std::strcmp(argv[a], "--rope")) rope_only = true;      // the fused-RoPE cases only
+    if (!std::strcmp(argv[a], "--decode")) decode_only = true;  // decode cases (and decode variants) only
   }
   int n = 0;
   if (cudaGetDeviceCount(&n) != cudaSuccess || n == 0) {
@@ -314,7 +397,17 @@ int main(int argc, char** argv) {
     prefill<128>("causal", CausalMask{}, CausalMask{}, 8, 4096, 16, 16, flush, 1);
     return 0;
   }
-  if (try_variants) variants(flush, reps);
+  if (decode_only) {
+    if (try_variants) decode_variants(flush, reps);
+    for (int64_t B : {1, 8})
+      for (int64_t kv : {4096, 32768, 131072}) decode(B, kv, flush, reps, B == 1 && kv == 4096);
+    if (g_csv) std::fclose(g_csv);
+    return 0;
+  }
+  if (try_variants) {
+    variants(flush, reps);
+    decode_variants(flush, reps);
+  }
   if (rope_only) {
     rope_cases(flush, reps);
     return 0;

@@ -27,7 +27,10 @@
 //
 // Split-KV: with num_splits > 1 the CTA covers key tiles
 // [split * tiles_per_split, ...) and writes an fp32 partial (out normalised by
-// its own sum, natural-log LSE without the sink) that merge_kernel.cuh folds.
+// its own sum, natural-log LSE without the sink). The last CTA of a work unit
+// (batch, head group, row block) to finish, found by an atomic ticket that
+// resets itself, merges every split of the unit's rows (merge_kernel.cuh):
+// one launch per call.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -35,6 +38,7 @@
 #include <cstdint>
 
 #include "attnkit/core/params.hpp"
+#include "attnkit/cuda/merge_kernel.cuh"
 #include "attnkit/cuda/mma.cuh"
 #include "attnkit/cuda/rope_fused.cuh"
 #include "attnkit/mask/tile.hpp"
@@ -86,7 +90,10 @@ struct FwdArgs {
   float* ws_out = nullptr;  // [splits, rows, Hq, D] fp32 partials
   float* ws_lse = nullptr;  // [splits, rows, Hq]
   int64_t ws_rows = 0;      // padded: B * Sq, varlen: total_q
-  FusedRope rope;           // read only by RoPE configurations
+  // One ticket per work unit (B x head groups x m_blocks), zero before the
+  // launch; the unit's last CTA leaves it zero again (atomicInc wraps).
+  unsigned* ws_count = nullptr;
+  FusedRope rope;  // read only by RoPE configurations
 };
 
 namespace detail {
@@ -625,6 +632,40 @@ __global__ void __launch_bounds__(Cfg::kThreads)
       for (int nd = 0; nd < kNO; ++nd)
         *reinterpret_cast<uint32_t*>(dst + nd * 8 + 2 * t) = Ops::pack(o[mt][nd][h2] * inv, o[mt][nd][h2 + 1] * inv);
       if (t == 0 && p.lse) *p.lse_ptr(b, i, h) = lse;
+    }
+  }
+  if (split_out) {
+    // Ticket: the CTA that takes the last one merges the unit. Every split
+    // CTA of a unit gets here (a unit past row_limit returned above, all of
+    // its splits alike). The fence orders this CTA's partial writes before
+    // its ticket; the merging CTA's loads bypass L1.
+    __threadfence();
+    __syncthreads();
+    volatile unsigned* last = reinterpret_cast<volatile unsigned*>(smem_raw);  // K/V smem is idle now
+    if (tid == 0) {
+      const unsigned unit = (static_cast<unsigned>(b) * gridDim.y + blockIdx.y) * a.m_blocks + mb;
+      const unsigned wrap = static_cast<unsigned>(a.num_splits - 1);
+      *last = atomicInc(a.ws_count + unit, wrap) == wrap;  // the last ticket resets the counter to 0
+    }
+    __syncthreads();
+    if (!*last) return;
+    __threadfence();
+    const int nrows = (row_limit * G - r0 < kBlockM ? row_limit * G - r0 : kBlockM);
+    const int64_t stride = a.ws_rows * s.q_heads;  // between splits, in rows
+    const int64_t q_start = s.varlen() ? s.q_start(b) : b * s.q_capacity;
+    for (int w0 = warp * 4; w0 < nrows; w0 += Cfg::kWarps * 4) {  // 4-row batches, warps round robin
+      detail::merge_split_rows_warp<T, D, 4>(lane, nrows - w0 < 4 ? nrows - w0 : 4, a.num_splits, stride, [&](int k) {
+        const int pr = r0 + w0 + k, i = pr / G;
+        const int64_t h = h0 + pr % G;
+        const int64_t idx = (q_start + i) * s.q_heads + h;
+        detail::SplitRow<T> r;
+        r.lse = a.ws_lse + idx;
+        r.out = a.ws_out + idx * D;
+        r.dst = p.out_row(b, i, h);
+        r.lse_dst = p.lse ? p.lse_ptr(b, i, h) : nullptr;
+        r.sink = p.sink_logits ? p.sink_logits + h : nullptr;
+        return r;
+      });
     }
   }
 }

@@ -1,103 +1,147 @@
-// Folds split-KV partials into the output (DESIGN §6):
+// Split-KV merge (DESIGN §6), the one place its math lives on the GPU:
 //   lse = log(sum_s exp(lse_s)),  out = sum_s exp(lse_s - lse) * out_s,
 // where a part with lse_s = -inf (a split that saw no allowed key) adds
 // nothing, and a row whose every part is -inf gets out = 0, lse = -inf.
 // The sink logit joins the denominator here, once, after the merge:
 //   out *= exp(lse) / (exp(lse) + exp(sink)) = 1 / (1 + exp(sink - lse)).
+// The LSE written is the merged one, without the sink (as the unsplit path).
+//
+// Used by the split-KV epilogue of flash_fwd_kernel (forward_kernel.cuh): the
+// last CTA of a work unit to finish merges every split of the unit's rows.
+// Partials are read with ld.global.cg (L2, not the SM's L1): they were
+// written by other CTAs of the same launch.
 #pragma once
 
 #include <cuda_runtime.h>
 
-#include "attnkit/cuda/forward_kernel.cuh"
+#include <cstdint>
 
-namespace attnkit::cuda {
+#include "attnkit/cuda/mma.cuh"
 
-inline constexpr int kMergeWarps = 4;
+namespace attnkit::cuda::detail {
 
-namespace detail {
-// Block-wide reduction over kMergeWarps warps (op: max or sum).
-template <class Op>
-__device__ __forceinline__ float merge_reduce(float x, float* red, Op op) {
-#pragma unroll
-  for (int off = 16; off > 0; off >>= 1) x = op(x, __shfl_xor_sync(0xffffffffu, x, off));
-  __syncthreads();  // `red` may still be read from the previous reduction
-  if (threadIdx.x % 32 == 0) red[threadIdx.x / 32] = x;
-  __syncthreads();
-  x = red[0];
-#pragma unroll
-  for (int w = 1; w < kMergeWarps; ++w) x = op(x, red[w]);
-  return x;
+__device__ __forceinline__ float lse_neg_inf() { return -__int_as_float(0x7f800000); }
+
+// Running log-sum-exp state (m, l), value m + log(l): part (m2, l2) folded in.
+// A part with m2 = -inf adds nothing; (-inf, 0) is "no part yet".
+__device__ __forceinline__ void lse_add(float& m, float& l, float m2, float l2) {
+  const float mn = fmaxf(m, m2);
+  if (mn == lse_neg_inf()) return;
+  l = l * __expf(m - mn) + l2 * __expf(m2 - mn);  // exp(-inf) = 0
+  m = mn;
 }
-}  // namespace detail
+__device__ __forceinline__ float lse_value(float m, float l) { return m == lse_neg_inf() ? m : m + __logf(l); }
+// Weight of a part in the merged output (0 for a -inf part; lse finite).
+__device__ __forceinline__ float lse_weight(float lse_part, float lse) { return __expf(lse_part - lse); }
+// The sink's share of the denominator, applied once after the merge.
+__device__ __forceinline__ float sink_scale(const float* sink, float lse) {
+  return sink ? 1.f / (1.f + __expf(*sink - lse)) : 1.f;
+}
 
-// One CTA per (query row, head): grid (Sq * Hq, B). The warps share out the
-// splits; each lane owns 4 consecutive output columns, so every partial row
-// is read with 16-byte loads and many loads are in flight at once.
-template <class T, int D>
-__global__ void __launch_bounds__(32 * kMergeWarps) merge_splits_kernel(const FwdArgs<T> a) {
-  using Ops = detail::MmaOps<T>;
-  constexpr int kVec = D / 4;             // float4 columns
-  constexpr int kPer = (kVec + 31) / 32;  // per lane
-  __shared__ float red[kMergeWarps];
-  __shared__ float4 part[kMergeWarps][kVec];
-  const AttentionParams<T>& p = a.p;
-  const ProblemShape& s = p.shape;
-  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-  const int64_t b = blockIdx.y;
-  const int64_t i = blockIdx.x / s.q_heads, h = blockIdx.x % s.q_heads;
-  const int64_t q_len = detail::clamp_len(s.q_len(b), s.q_capacity);
-  const int64_t row_limit = s.varlen() ? q_len : s.q_capacity;
-  if (i >= row_limit) return;
-  const int64_t grow = s.varlen() ? s.q_start(b) + i : b * s.q_capacity + i;
-  const int64_t stride = a.ws_rows * s.q_heads;  // between splits
-  const int64_t base = grow * s.q_heads + h;
-  const int S = a.num_splits;
+// One output row to merge: its split-0 partial (lse, out), where it goes, and
+// its head's sink logit (nullptr: none).
+template <class T>
+struct SplitRow {
+  const float* lse = nullptr;  // split s at lse[s * stride]
+  const float* out = nullptr;  // split s at out[s * stride * D], D floats
+  T* dst = nullptr;
+  float* lse_dst = nullptr;  // nullptr: no LSE output
+  const float* sink = nullptr;
+};
 
-  float mx = detail::neg_inf();
-  for (int sp = threadIdx.x; sp < S; sp += 32 * kMergeWarps) mx = fmaxf(mx, a.ws_lse[base + sp * stride]);
-  mx = detail::merge_reduce(mx, red, [](float x, float y) { return fmaxf(x, y); });
-  T* dst = p.out_row(b, i, h);
-  if (mx == detail::neg_inf()) {
-    for (int d = threadIdx.x; d < D; d += 32 * kMergeWarps) Ops::store(dst + d, 0.f);
-    if (threadIdx.x == 0 && p.lse) *p.lse_ptr(b, i, h) = detail::neg_inf();
-    return;
-  }
-  float sum = 0.f;
-  for (int sp = threadIdx.x; sp < S; sp += 32 * kMergeWarps) sum += __expf(a.ws_lse[base + sp * stride] - mx);
-  sum = detail::merge_reduce(sum, red, [](float x, float y) { return x + y; });
-  const float lse = mx + __logf(sum);
-
-  float4 acc[kPer];
+// Merges `S` split partials of rows [0, nrows) with one warp; row_at(k)
+// returns SplitRow k. kRB rows at a time, so a lane keeps kRB x kPer float4
+// loads in flight per split. Lanes own float4 columns; at D = 64 the two
+// half-warps take alternate splits.
+template <class T, int D, int kRB = 4, class RowAt>
+__device__ __forceinline__ void merge_split_rows_warp(int lane, int nrows, int S, int64_t stride, RowAt row_at) {
+  constexpr int kCols = D / 4;  // float4 columns of a row
+  constexpr int kLanes = kCols >= 32 ? 32 : (32 % kCols == 0 ? kCols : 32);
+  constexpr int kGroups = 32 / kLanes;  // splits taken side by side
+  constexpr int kPer = (kCols + kLanes - 1) / kLanes;
+  const int grp = lane / kLanes, col0 = lane % kLanes;
+  for (int rb = 0; rb < nrows; rb += kRB) {
+    SplitRow<T> rw[kRB];
+    bool ok[kRB];
 #pragma unroll
-  for (int c = 0; c < kPer; ++c) acc[c] = make_float4(0.f, 0.f, 0.f, 0.f);
+    for (int k = 0; k < kRB; ++k) {
+      ok[k] = rb + k < nrows;
+      if (ok[k]) rw[k] = row_at(rb + k);
+    }
+    // Pass 1: the merged LSE of each row (lanes over splits, then the warp).
+    float m[kRB], l[kRB], lse[kRB];
+#pragma unroll
+    for (int k = 0; k < kRB; ++k) m[k] = lse_neg_inf(), l[k] = 0.f;
+    for (int sp = lane; sp < S; sp += 32) {
+#pragma unroll
+      for (int k = 0; k < kRB; ++k)
+        if (ok[k]) lse_add(m[k], l[k], __ldcg(rw[k].lse + sp * stride), 1.f);
+    }
+#pragma unroll
+    for (int k = 0; k < kRB; ++k) {
+#pragma unroll
+      for (int off = 16; off > 0; off >>= 1) {
+        const float m2 = __shfl_xor_sync(0xffffffffu, m[k], off), l2 = __shfl_xor_sync(0xffffffffu, l[k], off);
+        lse_add(m[k], l[k], m2, l2);
+      }
+      lse[k] = lse_value(m[k], l[k]);
+    }
+    // Pass 2: out = sum_s w_s out_s; a lane holds the weights of split
+    // c0 + lane, shuffled to the warp split by split.
+    float4 acc[kRB][kPer];
+#pragma unroll
+    for (int k = 0; k < kRB; ++k)
+#pragma unroll
+      for (int c = 0; c < kPer; ++c) acc[k][c] = make_float4(0.f, 0.f, 0.f, 0.f);
+    for (int c0 = 0; c0 < S; c0 += 32) {
+      const int sp = c0 + lane;
+      float w[kRB];
+#pragma unroll
+      for (int k = 0; k < kRB; ++k)
+        w[k] = ok[k] && sp < S && lse[k] != lse_neg_inf() ? lse_weight(__ldcg(rw[k].lse + sp * stride), lse[k]) : 0.f;
+      const int n = S - c0 < 32 ? S - c0 : 32;
 #pragma unroll 4
-  for (int sp = warp; sp < S; sp += kMergeWarps) {
-    const float w = __expf(a.ws_lse[base + sp * stride] - lse);  // 0 for a -inf part
-    const float4* src = reinterpret_cast<const float4*>(a.ws_out + (base + sp * stride) * D);
+      for (int jj = 0; jj < n; jj += kGroups) {
+        const int j = jj + grp;
 #pragma unroll
-    for (int c = 0; c < kPer; ++c) {
-      if (lane + 32 * c < kVec) {
-        const float4 x = src[lane + 32 * c];
-        acc[c].x += w * x.x, acc[c].y += w * x.y, acc[c].z += w * x.z, acc[c].w += w * x.w;
+        for (int k = 0; k < kRB; ++k) {
+          const float wj = __shfl_sync(0xffffffffu, w[k], j & 31);
+          if (ok[k] && j < n) {
+            const float4* src = reinterpret_cast<const float4*>(rw[k].out + (c0 + j) * stride * D);
+#pragma unroll
+            for (int c = 0; c < kPer; ++c) {
+              const int col = col0 + c * kLanes;
+              if (col < kCols) {
+                const float4 x = __ldcg(src + col);
+                acc[k][c].x += wj * x.x, acc[k][c].y += wj * x.y, acc[k][c].z += wj * x.z, acc[k][c].w += wj * x.w;
+              }
+            }
+          }
+        }
       }
     }
-  }
 #pragma unroll
-  for (int c = 0; c < kPer; ++c)
-    if (lane + 32 * c < kVec) part[warp][lane + 32 * c] = acc[c];
-  __syncthreads();
-  const float post = p.sink_logits ? 1.f / (1.f + __expf(p.sink_logits[h] - lse)) : 1.f;
-  for (int c = threadIdx.x; c < kVec; c += 32 * kMergeWarps) {
-    float4 x = part[0][c];
+    for (int k = 0; k < kRB; ++k) {
+      if (!ok[k]) continue;
+      const bool empty = lse[k] == lse_neg_inf();  // every part -inf: out 0, lse -inf
+      const float post = empty ? 0.f : sink_scale(rw[k].sink, lse[k]);
 #pragma unroll
-    for (int w = 1; w < kMergeWarps; ++w)
-      x.x += part[w][c].x, x.y += part[w][c].y, x.z += part[w][c].z, x.w += part[w][c].w;
-    Ops::store(dst + 4 * c, x.x * post);
-    Ops::store(dst + 4 * c + 1, x.y * post);
-    Ops::store(dst + 4 * c + 2, x.z * post);
-    Ops::store(dst + 4 * c + 3, x.w * post);
+      for (int c = 0; c < kPer; ++c) {
+        float4 x = acc[k][c];
+#pragma unroll
+        for (int off = kLanes; off < 32; off <<= 1) {
+          x.x += __shfl_xor_sync(0xffffffffu, x.x, off), x.y += __shfl_xor_sync(0xffffffffu, x.y, off);
+          x.z += __shfl_xor_sync(0xffffffffu, x.z, off), x.w += __shfl_xor_sync(0xffffffffu, x.w, off);
+        }
+        const int col = col0 + c * kLanes;
+        if (grp == 0 && col < kCols) {
+          const uint2 v = make_uint2(MmaOps<T>::pack(x.x * post, x.y * post), MmaOps<T>::pack(x.z * post, x.w * post));
+          *reinterpret_cast<uint2*>(rw[k].dst + 4 * col) = v;  // 8-byte aligned: rows are 16-byte aligned
+        }
+      }
+      if (lane == 0 && rw[k].lse_dst) *rw[k].lse_dst = lse[k];
+    }
   }
-  if (threadIdx.x == 0 && p.lse) *p.lse_ptr(b, i, h) = lse;
 }
 
-}  // namespace attnkit::cuda
+}  // namespace attnkit::cuda::detail
