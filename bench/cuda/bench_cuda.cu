@@ -312,6 +312,8 @@ void decode_variants(Flusher& flush, int reps) {
     decode_cfg<W1N64>("w1n64 ", 1, kv, flush, reps, false);
     decode_cfg<W1N64>("w1n64 min2 ", 1, kv, flush, reps, false, {2, 0});
   }
+  for (int64_t kv : {4096, 32768, 131072})
+    decode_cfg<W1N32>("w1n32 merge1level ", 1, kv, flush, reps, false, {0, 0, 1 << 30});
   decode_cfg<W1N64>("w1n64 ", 1, 131072, flush, reps, false);
   decode_cfg<W1N64>("w1n64 ", 8, 32768, flush, reps, false);
   decode_cfg<W1N32>("w1n32 cta6 ", 1, 131072, flush, reps, false, {0, 6});

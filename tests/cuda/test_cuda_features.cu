@@ -1,4 +1,6 @@
 // Layouts, GQA, head dims, lengths, decode and logit options on the GPU (bf16).
+#include <thread>
+
 #include "masks.cuh"
 
 using namespace attnkit_cuda_test;
@@ -231,6 +233,10 @@ struct DecodeProblem {
     o.cuda_stream = st;
     cuda::attention_forward(params(), CausalMask{}, o);
   }
+  // The decode configuration directly, with plan knobs (one- or two-level merge).
+  void launch_tuned(cudaStream_t st, cuda::DecodeTuning tune) {
+    cuda::forward_with<cuda::Configs<T, 128>::Decode>(params(), CausalMask{}, st, true, cuda::FusedRope{}, tune);
+  }
   Outcome outcome() const {
     Outcome r;
     const std::vector<T> out = dout->download();
@@ -258,6 +264,28 @@ TEST_CASE("cuda decode: many splits at long kv, B = 1", "[cuda][decode][split]")
     check_case<T, 128>(c, CausalMask{});
     c.Sq = 16;  // 4 packed row blocks per head group, 4-row merge batches
     check_case<T, 128>(c, CausalMask{});
+  }
+}
+
+TEST_CASE("cuda decode: one- and two-level split merges, odd chunk sizes", "[cuda][decode][split]") {
+  DecodeProblem pr(2, 3, 9000, 8, 2, true);
+  const int splits = planned_splits<128, CausalMask>(2, 3, 9000, 8, 2);
+  INFO("splits " << splits);
+  REQUIRE(splits > 8);
+  CHECK(cuda::detail::plan_split_chunk(splits) < splits);  // the default is two-level here
+  for (int chunk : {0, 1 << 30, 1, 2, 3, 7, splits - 1, splits}) {
+    INFO("split_chunk " << chunk);
+    pr.poison();
+    pr.launch_tuned(nullptr, {0, 0, chunk});
+    cuda_ok(cudaStreamSynchronize(nullptr));
+    check_outcome(pr.outcome());
+  }
+  // Fewer splits than a chunk (one level) and a 2-split plan.
+  for (int min_tiles : {60, 140}) {
+    pr.poison();
+    pr.launch_tuned(nullptr, {min_tiles, 0, 0});
+    cuda_ok(cudaStreamSynchronize(nullptr));
+    check_outcome(pr.outcome());
   }
 }
 
@@ -359,6 +387,17 @@ TEST_CASE("cuda decode: two streams at once, different shapes", "[cuda][decode][
   }
   cudaStreamDestroy(s1);
   cudaStreamDestroy(s2);
+  // Workspaces are keyed by cudaStreamGetId: each host thread's per-thread
+  // default stream must get its own id (else two threads would share one).
+  unsigned long long id1 = 0, id2 = 0;
+  cudaError_t e1 = cudaSuccess, e2 = cudaSuccess;
+  std::thread t1([&] { e1 = cudaStreamGetId(cudaStreamPerThread, &id1); });
+  std::thread t2([&] { e2 = cudaStreamGetId(cudaStreamPerThread, &id2); });
+  t1.join();
+  t2.join();
+  CHECK(e1 == cudaSuccess);
+  CHECK(e2 == cudaSuccess);
+  CHECK(id1 != id2);
 }
 
 TEST_CASE("cuda decode: more streams than cached workspaces, and a CUDA graph", "[cuda][decode][split][stream]") {

@@ -93,6 +93,9 @@ struct FwdArgs {
   // One ticket per work unit (B x head groups x m_blocks), zero before the
   // launch; the unit's last CTA leaves it zero again (atomicInc wraps).
   unsigned* ws_count = nullptr;
+  // Splits merged together first (two-level merge) when < num_splits; the
+  // tickets are then units x (chunks + 1).
+  int split_chunk = 1 << 30;
   FusedRope rope;  // read only by RoPE configurations
 };
 
@@ -635,38 +638,56 @@ __global__ void __launch_bounds__(Cfg::kThreads)
     }
   }
   if (split_out) {
-    // Ticket: the CTA that takes the last one merges the unit. Every split
-    // CTA of a unit gets here (a unit past row_limit returned above, all of
-    // its splits alike). The fence orders this CTA's partial writes before
-    // its ticket; the merging CTA's loads bypass L1.
-    __threadfence();
-    __syncthreads();
+    // Tickets: the CTA that takes the last one of its chunk of splits merges
+    // the chunk into the chunk's first partial; the last chunk merger merges
+    // the chunks into the output (one level when split_chunk >= num_splits).
+    // Every split CTA of a unit gets here (a unit past row_limit returned
+    // above, all of its splits alike). The fences order partial writes
+    // before tickets; the merging CTA's loads bypass L1. The last ticket of
+    // a counter wraps it back to 0 (atomicInc), ready for the next launch.
+    const int S = a.num_splits, C = a.split_chunk < S ? a.split_chunk : S;
+    const int n_chunks = (S + C - 1) / C, chunk = split / C;
+    const int chunk_len = S - chunk * C < C ? S - chunk * C : C;
+    const unsigned unit = (static_cast<unsigned>(b) * gridDim.y + blockIdx.y) * a.m_blocks + mb;
+    unsigned* const tickets = a.ws_count + unit * static_cast<unsigned>(n_chunks > 1 ? n_chunks + 1 : 1);
     volatile unsigned* last = reinterpret_cast<volatile unsigned*>(smem_raw);  // K/V smem is idle now
-    if (tid == 0) {
-      const unsigned unit = (static_cast<unsigned>(b) * gridDim.y + blockIdx.y) * a.m_blocks + mb;
-      const unsigned wrap = static_cast<unsigned>(a.num_splits - 1);
-      *last = atomicInc(a.ws_count + unit, wrap) == wrap;  // the last ticket resets the counter to 0
-    }
-    __syncthreads();
-    if (!*last) return;
-    __threadfence();
+    auto take_ticket = [&](unsigned* counter, int parties) {
+      __threadfence();
+      __syncthreads();
+      if (tid == 0)
+        *last = atomicInc(counter, static_cast<unsigned>(parties - 1)) == static_cast<unsigned>(parties - 1);
+      __syncthreads();
+      const bool mine = *last;
+      if (mine) __threadfence();
+      return mine;
+    };
+    if (!take_ticket(tickets + (n_chunks > 1 ? chunk : 0), n_chunks > 1 ? chunk_len : S)) return;
     const int nrows = (row_limit * G - r0 < kBlockM ? row_limit * G - r0 : kBlockM);
     const int64_t stride = a.ws_rows * s.q_heads;  // between splits, in rows
     const int64_t q_start = s.varlen() ? s.q_start(b) : b * s.q_capacity;
-    for (int w0 = warp * 4; w0 < nrows; w0 += Cfg::kWarps * 4) {  // 4-row batches, warps round robin
-      detail::merge_split_rows_warp<T, D, 4>(lane, nrows - w0 < 4 ? nrows - w0 : 4, a.num_splits, stride, [&](int k) {
-        const int pr = r0 + w0 + k, i = pr / G;
-        const int64_t h = h0 + pr % G;
-        const int64_t idx = (q_start + i) * s.q_heads + h;
-        detail::SplitRow<T> r;
-        r.lse = a.ws_lse + idx;
-        r.out = a.ws_out + idx * D;
-        r.dst = p.out_row(b, i, h);
-        r.lse_dst = p.lse ? p.lse_ptr(b, i, h) : nullptr;
-        r.sink = p.sink_logits ? p.sink_logits + h : nullptr;
-        return r;
-      });
+    auto row_at = [&](int pr, int first) {  // packed row pr's partial of split `first`
+      const int i = pr / G;
+      const int64_t h = h0 + pr % G;
+      const int64_t idx = (first * a.ws_rows + q_start + i) * s.q_heads + h;
+      detail::SplitRow<T> r;
+      r.lse = a.ws_lse + idx;
+      r.out = a.ws_out + idx * D;
+      r.dst = p.out_row(b, i, h);
+      r.lse_dst = p.lse ? p.lse_ptr(b, i, h) : nullptr;
+      r.sink = p.sink_logits ? p.sink_logits + h : nullptr;
+      return r;
+    };
+    if (n_chunks > 1) {
+      for (int w0 = warp * 4; w0 < nrows; w0 += Cfg::kWarps * 4)  // 4-row batches, warps round robin
+        detail::merge_split_rows_warp<T, D, false, 4>(lane, nrows - w0 < 4 ? nrows - w0 : 4, chunk_len, stride,
+                                                      [&](int k) { return row_at(r0 + w0 + k, chunk * C); });
+      if (!take_ticket(tickets + n_chunks, n_chunks)) return;
     }
+    const int parts = n_chunks > 1 ? n_chunks : S;
+    const int64_t part_stride = n_chunks > 1 ? stride * C : stride;
+    for (int w0 = warp * 4; w0 < nrows; w0 += Cfg::kWarps * 4)
+      detail::merge_split_rows_warp<T, D, true, 4>(lane, nrows - w0 < 4 ? nrows - w0 : 4, parts, part_stride,
+                                                   [&](int k) { return row_at(r0 + w0 + k, 0); });
   }
 }
 

@@ -242,8 +242,11 @@ void launch_fwd(FwdArgs<typename Cfg::Elem>& a, const Mask& mask, cudaStream_t s
     a.ws_rows = s.varlen() ? s.total_q : s.batch * s.q_capacity;
     const size_t n = static_cast<size_t>(a.num_splits) * a.ws_rows * s.q_heads;
     const int64_t units = s.batch * head_groups * a.m_blocks;
-    attnkit::detail::require(units < (int64_t(1) << 31), "split-KV work units", units, "must be < 2^31");
-    lease = split_workspace(st, stream, static_cast<size_t>(units), n * (Cfg::D + 1));
+    const int C = std::min(std::max(a.split_chunk, 1), a.num_splits);
+    const int64_t chunks = (a.num_splits + C - 1) / C;
+    const int64_t tickets = units * (chunks > 1 ? chunks + 1 : 1);
+    attnkit::detail::require(tickets < (int64_t(1) << 31), "split-KV tickets", tickets, "must be < 2^31");
+    lease = split_workspace(st, stream, static_cast<size_t>(tickets), n * (Cfg::D + 1));
     a.ws_count = lease.tickets;
     a.ws_out = lease.floats;
     a.ws_lse = a.ws_out + n * Cfg::D;
@@ -294,12 +297,24 @@ inline int plan_splits(int64_t work_units, int64_t kv_capacity, int block_n, int
   return static_cast<int>((n_tiles + tps - 1) / tps);
 }
 
+// Splits merged per first-level chunk: the merging CTA is one warp, so one
+// level over S splits reads S partials per row through it; two levels of
+// ~sqrt(S) each keep the merge tail short (chunk merges overlap the splits
+// still streaming). S <= 8: one level.
+inline int plan_split_chunk(int splits) {
+  if (splits <= 8) return splits;
+  int c = 1;
+  while (c * c < splits) ++c;
+  return c;
+}
+
 }  // namespace detail
 
 // Knobs of the decode split plan, for benchmarks (0 = the default).
 struct DecodeTuning {
   int min_tiles_per_split = 0;  // default 4
   int ctas_per_sm = 0;          // default: the occupancy API's resident CTAs per SM
+  int split_chunk = 0;          // default plan_split_chunk; >= splits: one-level merge
 };
 
 // One forward call with configuration Cfg. Decode (GQA packing + split-KV)
@@ -332,6 +347,7 @@ void forward_with(const AttentionParams<T>& p, const Mask& mask, cudaStream_t st
     const int64_t slots = static_cast<int64_t>(st.sms) * per_sm;
     a.num_splits = detail::plan_splits(units, s.kv_capacity, Cfg::kBlockN, slots, &a.tiles_per_split,
                                        tune.min_tiles_per_split > 0 ? tune.min_tiles_per_split : 4);
+    a.split_chunk = tune.split_chunk > 0 ? tune.split_chunk : detail::plan_split_chunk(a.num_splits);
   }
   detail::launch_fwd<Cfg>(a, mask, stream, st);
 }

@@ -49,11 +49,14 @@ struct SplitRow {
   const float* sink = nullptr;
 };
 
-// Merges `S` split partials of rows [0, nrows) with one warp; row_at(k)
-// returns SplitRow k. kRB rows at a time, so a lane keeps kRB x kPer float4
-// loads in flight per split. Lanes own float4 columns; at D = 64 the two
-// half-warps take alternate splits.
-template <class T, int D, int kRB = 4, class RowAt>
+// Merges `S` partials (part s of a row at row.lse + s * stride, row.out +
+// s * stride * D) of rows [0, nrows) with one warp; row_at(k) returns
+// SplitRow k. kFinal: writes the output row (storage type, sink applied) and
+// the LSE output; else writes the merged partial (fp32, no sink) in place
+// of part 0, for a later merge (the two-level split merge). kRB rows at a
+// time, so a lane keeps kRB x kPer float4 loads in flight per part. Lanes
+// own float4 columns; at D = 64 the two half-warps take alternate parts.
+template <class T, int D, bool kFinal, int kRB = 4, class RowAt>
 __device__ __forceinline__ void merge_split_rows_warp(int lane, int nrows, int S, int64_t stride, RowAt row_at) {
   constexpr int kCols = D / 4;  // float4 columns of a row
   constexpr int kLanes = kCols >= 32 ? 32 : (32 % kCols == 0 ? kCols : 32);
@@ -120,11 +123,12 @@ __device__ __forceinline__ void merge_split_rows_warp(int lane, int nrows, int S
         }
       }
     }
+    if constexpr (!kFinal) __syncwarp();  // every lane has read part 0's LSE before lane 0 rewrites it
 #pragma unroll
     for (int k = 0; k < kRB; ++k) {
       if (!ok[k]) continue;
       const bool empty = lse[k] == lse_neg_inf();  // every part -inf: out 0, lse -inf
-      const float post = empty ? 0.f : sink_scale(rw[k].sink, lse[k]);
+      const float post = empty ? 0.f : (kFinal ? sink_scale(rw[k].sink, lse[k]) : 1.f);
 #pragma unroll
       for (int c = 0; c < kPer; ++c) {
         float4 x = acc[k][c];
@@ -135,11 +139,22 @@ __device__ __forceinline__ void merge_split_rows_warp(int lane, int nrows, int S
         }
         const int col = col0 + c * kLanes;
         if (grp == 0 && col < kCols) {
-          const uint2 v = make_uint2(MmaOps<T>::pack(x.x * post, x.y * post), MmaOps<T>::pack(x.z * post, x.w * post));
-          *reinterpret_cast<uint2*>(rw[k].dst + 4 * col) = v;  // 8-byte aligned: rows are 16-byte aligned
+          if constexpr (kFinal) {
+            const uint2 v =
+                make_uint2(MmaOps<T>::pack(x.x * post, x.y * post), MmaOps<T>::pack(x.z * post, x.w * post));
+            *reinterpret_cast<uint2*>(rw[k].dst + 4 * col) = v;  // 8-byte aligned: rows are 16-byte aligned
+          } else {
+            // Part 0's columns, read only by this lane (group 0 owns part 0).
+            reinterpret_cast<float4*>(const_cast<float*>(rw[k].out))[col] =
+                make_float4(x.x * post, x.y * post, x.z * post, x.w * post);
+          }
         }
       }
-      if (lane == 0 && rw[k].lse_dst) *rw[k].lse_dst = lse[k];
+      if constexpr (kFinal) {
+        if (lane == 0 && rw[k].lse_dst) *rw[k].lse_dst = lse[k];
+      } else {
+        if (lane == 0) *const_cast<float*>(rw[k].lse) = lse[k];
+      }
     }
   }
 }
