@@ -280,6 +280,11 @@ TEST_CASE("cuda decode: one- and two-level split merges, odd chunk sizes", "[cud
     cuda_ok(cudaStreamSynchronize(nullptr));
     check_outcome(pr.outcome());
   }
+  // The merge as a second kernel (the bench's comparison path).
+  pr.poison();
+  pr.launch_tuned(nullptr, {0, 0, 0, true});
+  cuda_ok(cudaStreamSynchronize(nullptr));
+  check_outcome(pr.outcome());
   // Fewer splits than a chunk (one level) and a 2-split plan.
   for (int min_tiles : {60, 140}) {
     pr.poison();

@@ -90,8 +90,9 @@ struct FwdArgs {
   float* ws_out = nullptr;  // [splits, rows, Hq, D] fp32 partials
   float* ws_lse = nullptr;  // [splits, rows, Hq]
   int64_t ws_rows = 0;      // padded: B * Sq, varlen: total_q
-  // One ticket per work unit (B x head groups x m_blocks), zero before the
-  // launch; the unit's last CTA leaves it zero again (atomicInc wraps).
+  // Tickets per work unit (B x head groups x m_blocks), zero before the
+  // launch; the last CTA to take one leaves it zero again (atomicInc wraps).
+  // nullptr: the kernel writes partials only (a merge kernel runs after it).
   unsigned* ws_count = nullptr;
   // Splits merged together first (two-level merge) when < num_splits; the
   // tickets are then units x (chunks + 1).
@@ -637,7 +638,7 @@ __global__ void __launch_bounds__(Cfg::kThreads)
       if (t == 0 && p.lse) *p.lse_ptr(b, i, h) = lse;
     }
   }
-  if (split_out) {
+  if (split_out && a.ws_count) {  // (no tickets: merge_splits_kernel merges after this launch)
     // Tickets: the CTA that takes the last one of its chunk of splits merges
     // the chunk into the chunk's first partial; the last chunk merger merges
     // the chunks into the output (one level when split_chunk >= num_splits).
@@ -678,15 +679,15 @@ __global__ void __launch_bounds__(Cfg::kThreads)
       return r;
     };
     if (n_chunks > 1) {
-      for (int w0 = warp * 4; w0 < nrows; w0 += Cfg::kWarps * 4)  // 4-row batches, warps round robin
-        detail::merge_split_rows_warp<T, D, false, 4>(lane, nrows - w0 < 4 ? nrows - w0 : 4, chunk_len, stride,
+      for (int w0 = warp * 2; w0 < nrows; w0 += Cfg::kWarps * 2)  // 2-row batches, warps round robin
+        detail::merge_split_rows_warp<T, D, false, 2>(lane, nrows - w0 < 2 ? nrows - w0 : 2, chunk_len, stride,
                                                       [&](int k) { return row_at(r0 + w0 + k, chunk * C); });
       if (!take_ticket(tickets + n_chunks, n_chunks)) return;
     }
     const int parts = n_chunks > 1 ? n_chunks : S;
     const int64_t part_stride = n_chunks > 1 ? stride * C : stride;
-    for (int w0 = warp * 4; w0 < nrows; w0 += Cfg::kWarps * 4)
-      detail::merge_split_rows_warp<T, D, true, 4>(lane, nrows - w0 < 4 ? nrows - w0 : 4, parts, part_stride,
+    for (int w0 = warp * 2; w0 < nrows; w0 += Cfg::kWarps * 2)
+      detail::merge_split_rows_warp<T, D, true, 2>(lane, nrows - w0 < 2 ? nrows - w0 : 2, parts, part_stride,
                                                    [&](int k) { return row_at(r0 + w0 + k, 0); });
   }
 }

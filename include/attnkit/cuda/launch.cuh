@@ -232,7 +232,8 @@ void allow_smem(Kernel k, int bytes, int dev) {
 // One launch of flash_fwd_kernel (plus nothing else: split-KV partials are
 // merged inside it). `a.num_splits` > 1 takes a workspace from `st`.
 template <class Cfg, class Mask>
-void launch_fwd(FwdArgs<typename Cfg::Elem>& a, const Mask& mask, cudaStream_t stream, DeviceState& st) {
+void launch_fwd(FwdArgs<typename Cfg::Elem>& a, const Mask& mask, cudaStream_t stream, DeviceState& st,
+                bool separate_merge = false) {
   const ProblemShape& s = a.p.shape;
   const int64_t rows = s.q_capacity * a.group_pack;
   a.m_blocks = static_cast<int>((rows + Cfg::kBlockM - 1) / Cfg::kBlockM);
@@ -247,7 +248,7 @@ void launch_fwd(FwdArgs<typename Cfg::Elem>& a, const Mask& mask, cudaStream_t s
     const int64_t tickets = units * (chunks > 1 ? chunks + 1 : 1);
     attnkit::detail::require(tickets < (int64_t(1) << 31), "split-KV tickets", tickets, "must be < 2^31");
     lease = split_workspace(st, stream, static_cast<size_t>(tickets), n * (Cfg::D + 1));
-    a.ws_count = lease.tickets;
+    a.ws_count = separate_merge ? nullptr : lease.tickets;
     a.ws_out = lease.floats;
     a.ws_lse = a.ws_out + n * Cfg::D;
   }
@@ -257,6 +258,11 @@ void launch_fwd(FwdArgs<typename Cfg::Elem>& a, const Mask& mask, cudaStream_t s
                   static_cast<unsigned>(s.batch));
   kernel<<<grid, Cfg::kThreads, Cfg::kSmemBytes, stream>>>(a, mask);
   check_launch("flash_fwd_kernel");
+  if (a.num_splits > 1 && separate_merge) {
+    const dim3 mgrid(static_cast<unsigned>(s.q_capacity * s.q_heads), static_cast<unsigned>(s.batch));
+    merge_splits_kernel<typename Cfg::Elem, Cfg::D><<<mgrid, 32 * kMergeWarps, 0, stream>>>(a);
+    check_launch("merge_splits_kernel");
+  }
   if (lease.per_call) check(cudaFreeAsync(lease.per_call, stream), "cudaFreeAsync (split-KV workspace)");
 }
 
@@ -315,6 +321,7 @@ struct DecodeTuning {
   int min_tiles_per_split = 0;  // default 4
   int ctas_per_sm = 0;          // default: the occupancy API's resident CTAs per SM
   int split_chunk = 0;          // default plan_split_chunk; >= splits: one-level merge
+  bool separate_merge = false;  // merge in a second kernel (the design before the in-kernel merge)
 };
 
 // One forward call with configuration Cfg. Decode (GQA packing + split-KV)
@@ -349,7 +356,7 @@ void forward_with(const AttentionParams<T>& p, const Mask& mask, cudaStream_t st
                                        tune.min_tiles_per_split > 0 ? tune.min_tiles_per_split : 4);
     a.split_chunk = tune.split_chunk > 0 ? tune.split_chunk : detail::plan_split_chunk(a.num_splits);
   }
-  detail::launch_fwd<Cfg>(a, mask, stream, st);
+  detail::launch_fwd<Cfg>(a, mask, stream, st, decode && tune.separate_merge);
 }
 
 // Runs one forward call with head dim D (== Dv) fixed at compile time.

@@ -53,14 +53,19 @@ struct SplitRow {
 // s * stride * D) of rows [0, nrows) with one warp; row_at(k) returns
 // SplitRow k. kFinal: writes the output row (storage type, sink applied) and
 // the LSE output; else writes the merged partial (fp32, no sink) in place
-// of part 0, for a later merge (the two-level split merge). kRB rows at a
-// time, so a lane keeps kRB x kPer float4 loads in flight per part. Lanes
-// own float4 columns; at D = 64 the two half-warps take alternate parts.
-template <class T, int D, bool kFinal, int kRB = 4, class RowAt>
+// of part 0, for a later merge (the two-level split merge).
+// One pass, online: kRB rows x kPB parts are loaded at once (every LSE and
+// partial row of the batch in flight together, one L2 round trip per
+// batch), then folded with a running max. Lanes own float4 columns; at
+// D = 64 the two half-warps take alternate parts and combine at the end.
+// kRB x kPB = 2 x 4 keeps the decode kernel at its 168 registers without
+// spills (ptxas, sm_90: 4 x 4 took it to 239, 4 x 2 spilled 16 bytes), so the
+// merge costs no occupancy.
+template <class T, int D, bool kFinal, int kRB = 2, int kPB = 4, class RowAt>
 __device__ __forceinline__ void merge_split_rows_warp(int lane, int nrows, int S, int64_t stride, RowAt row_at) {
   constexpr int kCols = D / 4;  // float4 columns of a row
   constexpr int kLanes = kCols >= 32 ? 32 : (32 % kCols == 0 ? kCols : 32);
-  constexpr int kGroups = 32 / kLanes;  // splits taken side by side
+  constexpr int kGroups = 32 / kLanes;  // parts taken side by side
   constexpr int kPer = (kCols + kLanes - 1) / kLanes;
   const int grp = lane / kLanes, col0 = lane % kLanes;
   for (int rb = 0; rb < nrows; rb += kRB) {
@@ -71,92 +76,156 @@ __device__ __forceinline__ void merge_split_rows_warp(int lane, int nrows, int S
       ok[k] = rb + k < nrows;
       if (ok[k]) rw[k] = row_at(rb + k);
     }
-    // Pass 1: the merged LSE of each row (lanes over splits, then the warp).
-    float m[kRB], l[kRB], lse[kRB];
-#pragma unroll
-    for (int k = 0; k < kRB; ++k) m[k] = lse_neg_inf(), l[k] = 0.f;
-    for (int sp = lane; sp < S; sp += 32) {
-#pragma unroll
-      for (int k = 0; k < kRB; ++k)
-        if (ok[k]) lse_add(m[k], l[k], __ldcg(rw[k].lse + sp * stride), 1.f);
-    }
-#pragma unroll
-    for (int k = 0; k < kRB; ++k) {
-#pragma unroll
-      for (int off = 16; off > 0; off >>= 1) {
-        const float m2 = __shfl_xor_sync(0xffffffffu, m[k], off), l2 = __shfl_xor_sync(0xffffffffu, l[k], off);
-        lse_add(m[k], l[k], m2, l2);
-      }
-      lse[k] = lse_value(m[k], l[k]);
-    }
-    // Pass 2: out = sum_s w_s out_s; a lane holds the weights of split
-    // c0 + lane, shuffled to the warp split by split.
+    float m[kRB], l[kRB];
     float4 acc[kRB][kPer];
 #pragma unroll
-    for (int k = 0; k < kRB; ++k)
+    for (int k = 0; k < kRB; ++k) {
+      m[k] = lse_neg_inf(), l[k] = 0.f;
 #pragma unroll
       for (int c = 0; c < kPer; ++c) acc[k][c] = make_float4(0.f, 0.f, 0.f, 0.f);
-    for (int c0 = 0; c0 < S; c0 += 32) {
-      const int sp = c0 + lane;
-      float w[kRB];
+    }
+    for (int s0 = grp; s0 < S; s0 += kPB * kGroups) {
+      float ls[kRB][kPB];
+      float4 x[kRB][kPB][kPer];
 #pragma unroll
       for (int k = 0; k < kRB; ++k)
-        w[k] = ok[k] && sp < S && lse[k] != lse_neg_inf() ? lse_weight(__ldcg(rw[k].lse + sp * stride), lse[k]) : 0.f;
-      const int n = S - c0 < 32 ? S - c0 : 32;
-#pragma unroll 4
-      for (int jj = 0; jj < n; jj += kGroups) {
-        const int j = jj + grp;
 #pragma unroll
-        for (int k = 0; k < kRB; ++k) {
-          const float wj = __shfl_sync(0xffffffffu, w[k], j & 31);
-          if (ok[k] && j < n) {
-            const float4* src = reinterpret_cast<const float4*>(rw[k].out + (c0 + j) * stride * D);
+        for (int pb = 0; pb < kPB; ++pb) {
+          const int sp = s0 + pb * kGroups;
+          const bool valid = ok[k] && sp < S;
+          ls[k][pb] = valid ? __ldcg(rw[k].lse + sp * stride) : lse_neg_inf();
+          const float4* src = reinterpret_cast<const float4*>(rw[k].out + sp * stride * D);
 #pragma unroll
-            for (int c = 0; c < kPer; ++c) {
-              const int col = col0 + c * kLanes;
-              if (col < kCols) {
-                const float4 x = __ldcg(src + col);
-                acc[k][c].x += wj * x.x, acc[k][c].y += wj * x.y, acc[k][c].z += wj * x.z, acc[k][c].w += wj * x.w;
-              }
-            }
+          for (int c = 0; c < kPer; ++c) {
+            const int col = col0 + c * kLanes;
+            x[k][pb][c] = valid && col < kCols ? __ldcg(src + col) : make_float4(0.f, 0.f, 0.f, 0.f);
           }
         }
-      }
+#pragma unroll
+      for (int k = 0; k < kRB; ++k)
+#pragma unroll
+        for (int pb = 0; pb < kPB; ++pb) {
+          const float mn = fmaxf(m[k], ls[k][pb]);
+          if (mn == lse_neg_inf()) continue;                              // nothing yet, and this part is absent
+          const float a = __expf(m[k] - mn), w = __expf(ls[k][pb] - mn);  // exp(-inf) = 0
+          l[k] = l[k] * a + w;
+          m[k] = mn;
+#pragma unroll
+          for (int c = 0; c < kPer; ++c) {
+            acc[k][c].x = acc[k][c].x * a + w * x[k][pb][c].x, acc[k][c].y = acc[k][c].y * a + w * x[k][pb][c].y;
+            acc[k][c].z = acc[k][c].z * a + w * x[k][pb][c].z, acc[k][c].w = acc[k][c].w * a + w * x[k][pb][c].w;
+          }
+        }
     }
-    if constexpr (!kFinal) __syncwarp();  // every lane has read part 0's LSE before lane 0 rewrites it
+    if constexpr (!kFinal) __syncwarp();  // every lane has read part 0 before it is rewritten
 #pragma unroll
     for (int k = 0; k < kRB; ++k) {
-      if (!ok[k]) continue;
-      const bool empty = lse[k] == lse_neg_inf();  // every part -inf: out 0, lse -inf
-      const float post = empty ? 0.f : (kFinal ? sink_scale(rw[k].sink, lse[k]) : 1.f);
+      if (!ok[k]) continue;  // warp-uniform
+#pragma unroll
+      for (int off = kLanes; off < 32; off <<= 1) {  // the half-warps' parts (D = 64)
+        const float m2 = __shfl_xor_sync(0xffffffffu, m[k], off), l2 = __shfl_xor_sync(0xffffffffu, l[k], off);
+        const float mn = fmaxf(m[k], m2);
+        const float a = mn == lse_neg_inf() ? 0.f : __expf(m[k] - mn), b = mn == lse_neg_inf() ? 0.f : __expf(m2 - mn);
+#pragma unroll
+        for (int c = 0; c < kPer; ++c) {
+          float4& y = acc[k][c];
+          const float x0 = __shfl_xor_sync(0xffffffffu, y.x, off), x1 = __shfl_xor_sync(0xffffffffu, y.y, off);
+          const float x2 = __shfl_xor_sync(0xffffffffu, y.z, off), x3 = __shfl_xor_sync(0xffffffffu, y.w, off);
+          y.x = y.x * a + x0 * b, y.y = y.y * a + x1 * b, y.z = y.z * a + x2 * b, y.w = y.w * a + x3 * b;
+        }
+        l[k] = l[k] * a + l2 * b;
+        m[k] = mn;
+      }
+      const float lse = lse_value(m[k], l[k]);
+      const bool empty = lse == lse_neg_inf();  // every part -inf: out 0, lse -inf
+      const float post = empty ? 0.f : (kFinal ? sink_scale(rw[k].sink, lse) : 1.f) / l[k];
 #pragma unroll
       for (int c = 0; c < kPer; ++c) {
-        float4 x = acc[k][c];
-#pragma unroll
-        for (int off = kLanes; off < 32; off <<= 1) {
-          x.x += __shfl_xor_sync(0xffffffffu, x.x, off), x.y += __shfl_xor_sync(0xffffffffu, x.y, off);
-          x.z += __shfl_xor_sync(0xffffffffu, x.z, off), x.w += __shfl_xor_sync(0xffffffffu, x.w, off);
-        }
+        const float4 y = acc[k][c];
         const int col = col0 + c * kLanes;
         if (grp == 0 && col < kCols) {
           if constexpr (kFinal) {
             const uint2 v =
-                make_uint2(MmaOps<T>::pack(x.x * post, x.y * post), MmaOps<T>::pack(x.z * post, x.w * post));
+                make_uint2(MmaOps<T>::pack(y.x * post, y.y * post), MmaOps<T>::pack(y.z * post, y.w * post));
             *reinterpret_cast<uint2*>(rw[k].dst + 4 * col) = v;  // 8-byte aligned: rows are 16-byte aligned
           } else {
-            // Part 0's columns, read only by this lane (group 0 owns part 0).
             reinterpret_cast<float4*>(const_cast<float*>(rw[k].out))[col] =
-                make_float4(x.x * post, x.y * post, x.z * post, x.w * post);
+                make_float4(y.x * post, y.y * post, y.z * post, y.w * post);
           }
         }
       }
       if constexpr (kFinal) {
-        if (lane == 0 && rw[k].lse_dst) *rw[k].lse_dst = lse[k];
+        if (lane == 0 && rw[k].lse_dst) *rw[k].lse_dst = lse;
       } else {
-        if (lane == 0) *const_cast<float*>(rw[k].lse) = lse[k];
+        if (lane == 0) *const_cast<float*>(rw[k].lse) = lse;
       }
     }
   }
+}
+
+// The split merge as a kernel of its own (DecodeTuning::separate_merge, for
+// comparison): one CTA of kMergeWarps warps per (query row, head), grid
+// (Sq * Hq, B); the warps share out the splits, lanes own float4 columns,
+// the warps' running (max, sum, out) combine through smem.
+inline constexpr int kMergeWarps = 4;
+
+template <class T, int D, class Args>
+__global__ void __launch_bounds__(32 * kMergeWarps) merge_splits_kernel(const Args a) {
+  constexpr int kCols = D / 4, kPer = (kCols + 31) / 32;
+  __shared__ float sm[kMergeWarps], sl[kMergeWarps];
+  __shared__ float4 so[kMergeWarps][kCols];
+  const auto& p = a.p;
+  const auto& s = p.shape;
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  const int64_t b = blockIdx.y;
+  const int64_t i = blockIdx.x / s.q_heads, h = blockIdx.x % s.q_heads;
+  const int64_t q_len = s.q_len(b) < 0 ? 0 : (s.q_len(b) > s.q_capacity ? s.q_capacity : s.q_len(b));
+  const int64_t row_limit = s.varlen() ? q_len : s.q_capacity;
+  if (i >= row_limit) return;
+  const int64_t grow = s.varlen() ? s.q_start(b) + i : b * s.q_capacity + i;
+  const int64_t stride = a.ws_rows * s.q_heads, base = grow * s.q_heads + h;
+  float m = lse_neg_inf(), l = 0.f;
+  float4 acc[kPer];
+#pragma unroll
+  for (int c = 0; c < kPer; ++c) acc[c] = make_float4(0.f, 0.f, 0.f, 0.f);
+#pragma unroll 4
+  for (int sp = warp; sp < a.num_splits; sp += kMergeWarps) {
+    const float ls = __ldcg(a.ws_lse + base + sp * stride);
+    const float mn = fmaxf(m, ls);
+    if (mn == lse_neg_inf()) continue;
+    const float al = __expf(m - mn), w = __expf(ls - mn);
+    const float4* src = reinterpret_cast<const float4*>(a.ws_out + (base + sp * stride) * D);
+#pragma unroll
+    for (int c = 0; c < kPer; ++c) {
+      if (lane + 32 * c < kCols) {
+        const float4 x = __ldcg(src + lane + 32 * c);
+        acc[c].x = acc[c].x * al + w * x.x, acc[c].y = acc[c].y * al + w * x.y;
+        acc[c].z = acc[c].z * al + w * x.z, acc[c].w = acc[c].w * al + w * x.w;
+      }
+    }
+    l = l * al + w;
+    m = mn;
+  }
+  if (lane == 0) sm[warp] = m, sl[warp] = l;
+#pragma unroll
+  for (int c = 0; c < kPer; ++c)
+    if (lane + 32 * c < kCols) so[warp][lane + 32 * c] = acc[c];
+  __syncthreads();
+  float M = lse_neg_inf(), L = 0.f;
+  for (int w = 0; w < kMergeWarps; ++w) lse_add(M, L, sm[w], sl[w]);
+  const float lse = lse_value(M, L);
+  const float post = lse == lse_neg_inf() ? 0.f : sink_scale(p.sink_logits ? p.sink_logits + h : nullptr, lse) / L;
+  auto* dst = p.out_row(b, i, h);
+  for (int c = threadIdx.x; c < kCols; c += 32 * kMergeWarps) {
+    float4 x = make_float4(0.f, 0.f, 0.f, 0.f);
+    for (int w = 0; w < kMergeWarps; ++w) {
+      const float f = sm[w] == lse_neg_inf() ? 0.f : __expf(sm[w] - M);
+      x.x += f * so[w][c].x, x.y += f * so[w][c].y, x.z += f * so[w][c].z, x.w += f * so[w][c].w;
+    }
+    *reinterpret_cast<uint2*>(dst + 4 * c) =
+        make_uint2(MmaOps<T>::pack(x.x * post, x.y * post), MmaOps<T>::pack(x.z * post, x.w * post));
+  }
+  if (threadIdx.x == 0 && p.lse) *p.lse_ptr(b, i, h) = lse;
 }
 
 }  // namespace attnkit::cuda::detail
