@@ -253,6 +253,25 @@ void decode_cfg(const char* tag, int64_t B, int64_t kv, Flusher& flush, int reps
     report("host", "host empty-kernel launch", "-", B, kv, Hq, Hkv, D, t_empty * 1e-3, 0, 0, 0);
     report("host", "host idle stream sync", "-", B, kv, Hq, Hkv, D, t_sync * 1e-3, 0, 0, 0);
 
+    // The same work through forward_with (the decode configuration, both
+    // merges; same placement and GPU checks as the public entry).
+    for (bool in_kernel : {false, true}) {
+      auto call_fw = [&] {
+        const bool dev = cuda::on_device(qv.data, kv_.data, vv.data, ov.data);
+        (void)dev;
+        const auto pp = make_params<T>(qv, kv_, vv, ov, opts, false);
+        cuda::check_gpu_problem(pp, opts);
+        cuda::forward_with<Cfg>(pp, CausalMask{}, nullptr, true, cuda::FusedRope{}, {0, 0, 0, in_kernel});
+        ok(cudaStreamSynchronize(nullptr), "sync");
+      };
+      for (int w = 0; w < 20; ++w) call_fw();
+      const double t = median_us(call_fw, 200);
+      report("latency",
+             std::string("decode e2e forward_with ") + (in_kernel ? "in-kernel-merge" : "merge-kernel") + " B" +
+                 std::to_string(B) + " kv" + std::to_string(kv),
+             "causal", B, kv, Hq, Hkv, D, t * 1e-3, 0, 0, pairs);
+    }
+
     // The same call on a user stream, direct and replayed from a CUDA graph
     // captured from the public entry (a separate line: the direct number
     // above is the target's measure). Under capture the split-KV workspace
@@ -327,32 +346,21 @@ void variants(Flusher& flush, int reps) {
 void decode_variants(Flusher& flush, int reps) {
   using cuda::FwdConfig;
   using W1N32 = FwdConfig<T, 128, 1, 1, 32>;
-  using W1N64 = FwdConfig<T, 128, 1, 1, 64>;
-  // (Run 1 of the in-kernel merge, 2026-11-22: min2 / min8, cta6, w1n64 min2 and
-  // w2n32 at B1 kv4096 / kv32768 were no better than these; see NOTES-decode.md.)
-  for (int64_t kv : {4096, 32768}) {
-    decode_cfg<W1N32>("w1n32 cta4 ", 1, kv, flush, reps, false, {0, 4});
-    decode_cfg<W1N64>("w1n64 ", 1, kv, flush, reps, false);
-  }
+  // (Runs 1-2, 2026-11-22: min2 / min8 tiles per split, 6 CTAs/SM, BlockN 64, 2 warps,
+  // one-level and 4 / 8-split chunks of the in-kernel merge; see NOTES-decode.md.)
   for (int64_t kv : {4096, 32768, 131072}) {
-    decode_cfg<W1N32>("w1n32 merge1level ", 1, kv, flush, reps, false, {0, 0, 1 << 30});
-    decode_cfg<W1N32>("w1n32 chunk4 ", 1, kv, flush, reps, false, {0, 0, 4});
-    decode_cfg<W1N32>("w1n32 chunk8 ", 1, kv, flush, reps, false, {0, 0, 8});
-    decode_cfg<W1N32>("w1n32 separate-merge ", 1, kv, flush, reps, false, {0, 0, 0, true});
-    decode_cfg<W1N32>("w1n32 cta4 separate-merge ", 1, kv, flush, reps, false, {0, 4, 0, true});
+    decode_cfg<W1N32>("w1n32 in-kernel-merge ", 1, kv, flush, reps, false, {0, 0, 0, true});
+    decode_cfg<W1N32>("w1n32 cta4 ", 1, kv, flush, reps, false, {0, 4});
   }
-  decode_cfg<W1N32>("w1n32 separate-merge ", 8, 32768, flush, reps, false, {0, 0, 0, true});
-  decode_cfg<W1N64>("w1n64 ", 1, 131072, flush, reps, false);
-  decode_cfg<W1N64>("w1n64 ", 8, 32768, flush, reps, false);
-  decode_cfg<W1N32>("w1n32 cta4 ", 1, 131072, flush, reps, false, {0, 4});
+  decode_cfg<W1N32>("w1n32 in-kernel-merge ", 8, 32768, flush, reps, false, {0, 0, 0, true});
   decode_cfg<W1N32>("w1n32 cta4 ", 8, 32768, flush, reps, false, {0, 4});
   // The default configuration under the other two flush modes (see Flusher).
   for (auto mode : {Flusher::Clean, Flusher::None}) {
     flush.mode = mode;
-    for (int64_t kv : {4096, 32768, 131072})
-      decode_cfg<W1N32>(mode == Flusher::Clean ? "clean-flush " : "no-flush ", 1, kv, flush, reps, false);
-    decode_cfg<W1N32>(mode == Flusher::Clean ? "clean-flush " : "no-flush ", 8, 32768, flush, reps, false);
-    decode_cfg<W1N32>(mode == Flusher::Clean ? "clean-flush separate-merge " : "no-flush separate-merge ", 1, 4096,
+    const char* tag = mode == Flusher::Clean ? "clean-flush " : "no-flush ";
+    for (int64_t kv : {4096, 32768, 131072}) decode_cfg<W1N32>(tag, 1, kv, flush, reps, false);
+    decode_cfg<W1N32>(tag, 8, 32768, flush, reps, false);
+    decode_cfg<W1N32>(mode == Flusher::Clean ? "clean-flush in-kernel-merge " : "no-flush in-kernel-merge ", 1, 4096,
                       flush, reps, false, {0, 0, 0, true});
   }
   flush.mode = Flusher::Dirty;

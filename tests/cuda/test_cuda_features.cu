@@ -276,22 +276,23 @@ TEST_CASE("cuda decode: one- and two-level split merges, odd chunk sizes", "[cud
   for (int chunk : {0, 1 << 30, 1, 2, 3, 7, splits - 1, splits}) {
     INFO("split_chunk " << chunk);
     pr.poison();
-    pr.launch_tuned(nullptr, {0, 0, chunk});
+    pr.launch_tuned(nullptr, {0, 0, chunk, true});
     cuda_ok(cudaStreamSynchronize(nullptr));
     check_outcome(pr.outcome());
   }
-  // The merge as a second kernel (the bench's comparison path).
+  // The merge as a second kernel (the default).
   pr.poison();
-  pr.launch_tuned(nullptr, {0, 0, 0, true});
+  pr.launch_tuned(nullptr, {0, 0, 0, false});
   cuda_ok(cudaStreamSynchronize(nullptr));
   check_outcome(pr.outcome());
-  // Fewer splits than a chunk (one level) and a 2-split plan.
-  for (int min_tiles : {60, 140}) {
-    pr.poison();
-    pr.launch_tuned(nullptr, {min_tiles, 0, 0});
-    cuda_ok(cudaStreamSynchronize(nullptr));
-    check_outcome(pr.outcome());
-  }
+  // Fewer splits than a chunk (one level) and a 2-split plan, both merges.
+  for (int min_tiles : {60, 140})
+    for (bool in_kernel : {false, true}) {
+      pr.poison();
+      pr.launch_tuned(nullptr, {min_tiles, 0, 0, in_kernel});
+      cuda_ok(cudaStreamSynchronize(nullptr));
+      check_outcome(pr.outcome());
+    }
 }
 
 TEST_CASE("cuda decode: sinks and LSE through the split merge", "[cuda][decode][split]") {
@@ -384,6 +385,20 @@ TEST_CASE("cuda decode: two streams at once, different shapes", "[cuda][decode][
     for (int n = 0; n < 6; ++n) {  // interleaved launches, no host sync in between
       a.launch(s1);
       b.launch(s2);
+    }
+    cuda_ok(cudaStreamSynchronize(s1));
+    cuda_ok(cudaStreamSynchronize(s2));
+    check_outcome(a.outcome());
+    check_outcome(b.outcome());
+  }
+  // The same with the merge inside the attention kernel: each stream's tickets
+  // are its own (shared tickets would merge early or never).
+  for (int rep = 0; rep < 3; ++rep) {
+    a.poison();
+    b.poison();
+    for (int n = 0; n < 6; ++n) {
+      a.launch_tuned(s1, {0, 0, 0, true});
+      b.launch_tuned(s2, {0, 0, 0, true});
     }
     cuda_ok(cudaStreamSynchronize(s1));
     cuda_ok(cudaStreamSynchronize(s2));

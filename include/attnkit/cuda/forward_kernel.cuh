@@ -27,10 +27,11 @@
 //
 // Split-KV: with num_splits > 1 the CTA covers key tiles
 // [split * tiles_per_split, ...) and writes an fp32 partial (out normalised by
-// its own sum, natural-log LSE without the sink). The last CTA of a work unit
-// (batch, head group, row block) to finish, found by an atomic ticket that
-// resets itself, merges every split of the unit's rows (merge_kernel.cuh):
-// one launch per call.
+// its own sum, natural-log LSE without the sink), merged by merge_splits_kernel
+// after this launch (the default) or, with tickets (DecodeTuning::
+// in_kernel_merge), inside it: the last CTA of a work unit (batch, head group,
+// row block) to finish, found by an atomic ticket that resets itself, merges
+// every split of the unit's rows (merge_kernel.cuh), one launch per call.
 #pragma once
 
 #include <cuda_runtime.h>

@@ -1,7 +1,8 @@
 // Host side of one forward call: pick the kernel configuration (prefill or
 // split-KV decode), size the grid, take the stream's cached split-KV
-// workspace, launch (one kernel: the split merge is inside it), check. Head
-// dim and mask are already compile-time here.
+// workspace, launch (decode: the attention kernel, then merge_splits_kernel,
+// or one kernel with the merge inside: DecodeTuning::in_kernel_merge),
+// check. Head dim and mask are already compile-time here.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -159,7 +160,8 @@ inline SplitLease split_workspace(DeviceState& st, cudaStream_t stream, size_t t
     void* mem = nullptr;
     check(cudaMallocFromPoolAsync(&mem, tickets * sizeof(unsigned) + floats * sizeof(float), st.pool, stream),
           "cudaMallocFromPoolAsync (split-KV workspace)");
-    check(cudaMemsetAsync(mem, 0, tickets * sizeof(unsigned), stream), "cudaMemsetAsync (split-KV tickets)");
+    if (tickets)
+      check(cudaMemsetAsync(mem, 0, tickets * sizeof(unsigned), stream), "cudaMemsetAsync (split-KV tickets)");
     lease.per_call = mem;
     lease.tickets = static_cast<unsigned*>(mem);
     lease.floats = reinterpret_cast<float*>(lease.tickets + tickets);
@@ -205,7 +207,7 @@ inline SplitLease split_workspace(DeviceState& st, cudaStream_t stream, size_t t
     void* mem = nullptr;
     check(cudaMallocFromPoolAsync(&mem, nt * sizeof(unsigned) + nf * sizeof(float), st.pool, stream),
           "cudaMallocFromPoolAsync (split-KV workspace)");
-    check(cudaMemsetAsync(mem, 0, nt * sizeof(unsigned), stream), "cudaMemsetAsync (split-KV tickets)");
+    if (nt) check(cudaMemsetAsync(mem, 0, nt * sizeof(unsigned), stream), "cudaMemsetAsync (split-KV tickets)");
     ws->base = mem, ws->tickets = nt, ws->floats = nf;
   }
   lease.tickets = static_cast<unsigned*>(ws->base);
@@ -233,7 +235,7 @@ void allow_smem(Kernel k, int bytes, int dev) {
 // merged inside it). `a.num_splits` > 1 takes a workspace from `st`.
 template <class Cfg, class Mask>
 void launch_fwd(FwdArgs<typename Cfg::Elem>& a, const Mask& mask, cudaStream_t stream, DeviceState& st,
-                bool separate_merge = false) {
+                bool in_kernel_merge = false) {
   const ProblemShape& s = a.p.shape;
   const int64_t rows = s.q_capacity * a.group_pack;
   a.m_blocks = static_cast<int>((rows + Cfg::kBlockM - 1) / Cfg::kBlockM);
@@ -245,10 +247,10 @@ void launch_fwd(FwdArgs<typename Cfg::Elem>& a, const Mask& mask, cudaStream_t s
     const int64_t units = s.batch * head_groups * a.m_blocks;
     const int C = std::min(std::max(a.split_chunk, 1), a.num_splits);
     const int64_t chunks = (a.num_splits + C - 1) / C;
-    const int64_t tickets = units * (chunks > 1 ? chunks + 1 : 1);
+    const int64_t tickets = in_kernel_merge ? units * (chunks > 1 ? chunks + 1 : 1) : 0;
     attnkit::detail::require(tickets < (int64_t(1) << 31), "split-KV tickets", tickets, "must be < 2^31");
     lease = split_workspace(st, stream, static_cast<size_t>(tickets), n * (Cfg::D + 1));
-    a.ws_count = separate_merge ? nullptr : lease.tickets;
+    a.ws_count = in_kernel_merge ? lease.tickets : nullptr;
     a.ws_out = lease.floats;
     a.ws_lse = a.ws_out + n * Cfg::D;
   }
@@ -258,7 +260,7 @@ void launch_fwd(FwdArgs<typename Cfg::Elem>& a, const Mask& mask, cudaStream_t s
                   static_cast<unsigned>(s.batch));
   kernel<<<grid, Cfg::kThreads, Cfg::kSmemBytes, stream>>>(a, mask);
   check_launch("flash_fwd_kernel");
-  if (a.num_splits > 1 && separate_merge) {
+  if (a.num_splits > 1 && !in_kernel_merge) {
     const dim3 mgrid(static_cast<unsigned>(s.q_capacity * s.q_heads), static_cast<unsigned>(s.batch));
     merge_splits_kernel<typename Cfg::Elem, Cfg::D><<<mgrid, 32 * kMergeWarps, 0, stream>>>(a);
     check_launch("merge_splits_kernel");
@@ -321,7 +323,13 @@ struct DecodeTuning {
   int min_tiles_per_split = 0;  // default 4
   int ctas_per_sm = 0;          // default: the occupancy API's resident CTAs per SM
   int split_chunk = 0;          // default plan_split_chunk; >= splits: one-level merge
-  bool separate_merge = false;  // merge in a second kernel (the design before the in-kernel merge)
+  // The split merge inside the attention kernel (atomic tickets, last CTA
+  // merges; one launch per call) instead of merge_splits_kernel after it.
+  // Off by default: measured slower on the H100 at every decode shape of
+  // bench/cuda/NOTES-decode.md (B1 kv4096: 26.6 vs 22.8 us kernel), since its
+  // merging CTA is one warp while the merge kernel spreads the partials over
+  // a CTA of 4 warps per (row, head).
+  bool in_kernel_merge = false;
 };
 
 // One forward call with configuration Cfg. Decode (GQA packing + split-KV)
@@ -356,7 +364,7 @@ void forward_with(const AttentionParams<T>& p, const Mask& mask, cudaStream_t st
                                        tune.min_tiles_per_split > 0 ? tune.min_tiles_per_split : 4);
     a.split_chunk = tune.split_chunk > 0 ? tune.split_chunk : detail::plan_split_chunk(a.num_splits);
   }
-  detail::launch_fwd<Cfg>(a, mask, stream, st, decode && tune.separate_merge);
+  detail::launch_fwd<Cfg>(a, mask, stream, st, decode && tune.in_kernel_merge);
 }
 
 // Runs one forward call with head dim D (== Dv) fixed at compile time.

@@ -6,8 +6,10 @@
 //   out *= exp(lse) / (exp(lse) + exp(sink)) = 1 / (1 + exp(sink - lse)).
 // The LSE written is the merged one, without the sink (as the unsplit path).
 //
-// Used by the split-KV epilogue of flash_fwd_kernel (forward_kernel.cuh): the
-// last CTA of a work unit to finish merges every split of the unit's rows.
+// Used by merge_splits_kernel (the default, a launch after the attention
+// kernel) and by the split-KV epilogue of flash_fwd_kernel with
+// DecodeTuning::in_kernel_merge (the last CTA of a work unit to finish merges
+// every split of the unit's rows).
 // Partials are read with ld.global.cg (L2, not the SM's L1): they were
 // written by other CTAs of the same launch.
 #pragma once
@@ -163,10 +165,10 @@ __device__ __forceinline__ void merge_split_rows_warp(int lane, int nrows, int S
   }
 }
 
-// The split merge as a kernel of its own (DecodeTuning::separate_merge, for
-// comparison): one CTA of kMergeWarps warps per (query row, head), grid
-// (Sq * Hq, B); the warps share out the splits, lanes own float4 columns,
-// the warps' running (max, sum, out) combine through smem.
+// The split merge as a kernel of its own (the default; DecodeTuning::
+// in_kernel_merge runs merge_split_rows_warp in the attention kernel instead): one CTA of kMergeWarps warps per (query
+// row, head), grid (Sq * Hq, B); the warps share out the splits, lanes own float4 columns, the warps' running (max,
+// sum, out) combine through smem.
 inline constexpr int kMergeWarps = 4;
 
 template <class T, int D, class Args>
