@@ -11,6 +11,7 @@
 // the same prefill shapes; --prefill-only: the standard prefill rows alone.
 // The standard prefill rows run what the front door runs (the sm90 kernel on
 // an sm_90a device, else mma.sync).
+// --decode: only the decode cases (with --variants: the decode variants too).
 //
 // Output: a human table on stdout and, with --csv FILE, one line per case:
 //   kind,name,mask,B,N,Hq,Hkv,D,ms,tflops,gbps,pairs
@@ -54,11 +55,34 @@ double count_pairs(const Mask& m, int64_t b, int64_t Sq, int64_t Sk) {
   return n;
 }
 
+__global__ void read_kernel(const uint4* p, size_t n, unsigned* sink) {
+  uint4 acc = make_uint4(0, 0, 0, 0);
+  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x) {
+    const uint4 x = p[i];
+    acc.x ^= x.x, acc.y ^= x.y, acc.z ^= x.z, acc.w ^= x.w;
+  }
+  if ((acc.x ^ acc.y ^ acc.z ^ acc.w) == 0x12345678u) *sink = 1;  // keeps the loads
+}
+
+// Before every timed rep: a 256 MiB memset (the methodology of every table
+// here and of torch_compare.py: it leaves L2 full of dirty lines that the
+// timed kernel's misses must write back), or with `mode` Clean a read of
+// that buffer after it (L2 then holds clean lines: nothing to write back),
+// or None (no flush: L2 warm, as in back-to-back decode calls).
 struct Flusher {
+  enum Mode { Dirty, Clean, None } mode = Dirty;
   void* buf = nullptr;
+  unsigned* sink = nullptr;
   size_t bytes = size_t(256) << 20;
-  Flusher() { ok(cudaMalloc(&buf, bytes), "cudaMalloc flush"); }
-  void operator()() { ok(cudaMemsetAsync(buf, 0, bytes), "flush"); }
+  Flusher() {
+    ok(cudaMalloc(&buf, bytes), "cudaMalloc flush");
+    ok(cudaMalloc(&sink, sizeof(unsigned)), "cudaMalloc flush");
+  }
+  void operator()() {
+    if (mode == None) return;
+    ok(cudaMemsetAsync(buf, 0, bytes), "flush");
+    if (mode == Clean) read_kernel<<<1024, 256>>>(static_cast<const uint4*>(buf), bytes / 16, sink);
+  }
 };
 
 template <class F>
@@ -155,7 +179,8 @@ void prefill(const char* mask_name, const Mask& mask_host, const Mask& mask_dev,
 }
 
 template <class Cfg>
-void decode_cfg(const char* tag, int64_t B, int64_t kv, Flusher& flush, int reps, bool latency) {
+void decode_cfg(const char* tag, int64_t B, int64_t kv, Flusher& flush, int reps, bool latency,
+                cuda::DecodeTuning tune = {}) {
   constexpr int D = 128;
   const int64_t Hq = 32, Hkv = 8;
   T* q = dev_random<T>(size_t(B * Hq * D), 4);
@@ -168,7 +193,8 @@ void decode_cfg(const char* tag, int64_t B, int64_t kv, Flusher& flush, int reps
                                 Tensor4<const T>(v, {B, kv, Hkv, D}), Tensor4<T>(o, {B, 1, Hq, D}), opts, false);
   const double pairs = double(B) * Hq * kv;
   const double bytes = double(B) * kv * Hkv * D * 2 * 2;
-  const double ms = median_ms([&] { cuda::forward_with<Cfg>(p, CausalMask{}, nullptr, true); }, flush, reps);
+  const double ms =
+      median_ms([&] { cuda::forward_with<Cfg>(p, CausalMask{}, nullptr, true, cuda::FusedRope{}, tune); }, flush, reps);
   const std::string name =
       std::string(tag) + "decode B" + std::to_string(B) + " kv" + std::to_string(kv) + " H32/8 D128";
   report(tag[0] ? "variant" : "decode", name, "causal", B, kv, Hq, Hkv, D, ms, 4.0 * D * pairs / (ms * 1e-3) / 1e12,
@@ -226,14 +252,95 @@ void decode_cfg(const char* tag, int64_t B, int64_t kv, Flusher& flush, int reps
       ok(cudaStreamSynchronize(nullptr), "sync");
     }
     std::sort(t_fwd.begin(), t_fwd.end());
+    const double t_params = median_us([&] { (void)make_params<T>(qv, kv_, vv, ov, opts, false); }, 200);
+    const double t_getdev = median_us(
+        [&] {
+          int d = 0;
+          ok(cudaGetDevice(&d), "cudaGetDevice");
+        },
+        200);
+    const double t_sid = median_us(
+        [&] {
+          unsigned long long id = 0;
+          ok(cudaStreamGetId(nullptr, &id), "cudaStreamGetId");
+        },
+        200);
+    const double t_cap = median_us(
+        [&] {
+          cudaStreamCaptureStatus c{};
+          ok(cudaStreamIsCapturing(nullptr, &c), "cudaStreamIsCapturing");
+        },
+        200);
     std::printf(
-        "host    on_device %.1f us, attention_forward (launches, no sync) %.1f us, pool alloc+free %.1f us, "
-        "empty-kernel launch %.1f us, idle sync %.1f us\n",
-        t_place, t_fwd[t_fwd.size() / 2], t_alloc, t_empty, t_sync);
+        "host    on_device %.1f us, make_params %.1f us, attention_forward (launch, no sync) %.1f us, pool "
+        "alloc+free %.1f us, empty-kernel launch %.1f us, idle sync %.1f us, cudaGetDevice %.2f us, "
+        "cudaStreamGetId %.2f us, cudaStreamIsCapturing %.2f us\n",
+        t_place, t_params, t_fwd[t_fwd.size() / 2], t_alloc, t_empty, t_sync, t_getdev, t_sid, t_cap);
     report("host", "host on_device", "-", B, kv, Hq, Hkv, D, t_place * 1e-3, 0, 0, 0);
+    report("host", "host make_params", "-", B, kv, Hq, Hkv, D, t_params * 1e-3, 0, 0, 0);
     report("host", "host attention_forward", "-", B, kv, Hq, Hkv, D, t_fwd[t_fwd.size() / 2] * 1e-3, 0, 0, 0);
     report("host", "host pool alloc+free", "-", B, kv, Hq, Hkv, D, t_alloc * 1e-3, 0, 0, 0);
     report("host", "host empty-kernel launch", "-", B, kv, Hq, Hkv, D, t_empty * 1e-3, 0, 0, 0);
+    report("host", "host idle stream sync", "-", B, kv, Hq, Hkv, D, t_sync * 1e-3, 0, 0, 0);
+
+    // The same work through forward_with (the decode configuration, both
+    // merges; same placement and GPU checks as the public entry).
+    for (bool in_kernel : {false, true}) {
+      auto call_fw = [&] {
+        const bool dev = cuda::on_device(qv.data, kv_.data, vv.data, ov.data);
+        (void)dev;
+        const auto pp = make_params<T>(qv, kv_, vv, ov, opts, false);
+        cuda::check_gpu_problem(pp, opts);
+        cuda::forward_with<Cfg>(pp, CausalMask{}, nullptr, true, cuda::FusedRope{}, {0, 0, 0, in_kernel});
+        ok(cudaStreamSynchronize(nullptr), "sync");
+      };
+      for (int w = 0; w < 20; ++w) call_fw();
+      const double t = median_us(call_fw, 200);
+      report("latency",
+             std::string("decode e2e forward_with ") + (in_kernel ? "in-kernel-merge" : "merge-kernel") + " B" +
+                 std::to_string(B) + " kv" + std::to_string(kv),
+             "causal", B, kv, Hq, Hkv, D, t * 1e-3, 0, 0, pairs);
+    }
+
+    // The same call on a user stream, direct and replayed from a CUDA graph
+    // captured from the public entry (a separate line: the direct number
+    // above is the target's measure). Under capture the split-KV workspace
+    // is graph-owned (alloc + ticket memset + free nodes).
+    cudaStream_t st;
+    ok(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking), "stream");
+    AttentionOptions so = opts;
+    so.cuda_stream = st;
+    auto call_st = [&] {
+      const bool dev = cuda::on_device(qv.data, kv_.data, vv.data, ov.data);
+      (void)dev;
+      const auto pp = make_params<T>(qv, kv_, vv, ov, so, false);
+      cuda::attention_forward(pp, CausalMask{}, so);
+      ok(cudaStreamSynchronize(st), "sync");
+    };
+    for (int w = 0; w < 20; ++w) call_st();
+    const double e2e_st = median_us(call_st, 200);
+    report("latency", "decode e2e stream B" + std::to_string(B) + " kv" + std::to_string(kv), "causal", B, kv, Hq, Hkv,
+           D, e2e_st * 1e-3, 0, 0, pairs);
+    cudaGraph_t graph;
+    cudaGraphExec_t exec;
+    ok(cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal), "begin capture");
+    {
+      const auto pp = make_params<T>(qv, kv_, vv, ov, so, false);
+      cuda::attention_forward(pp, CausalMask{}, so);
+    }
+    ok(cudaStreamEndCapture(st, &graph), "end capture");
+    ok(cudaGraphInstantiate(&exec, graph, 0), "instantiate");
+    auto replay = [&] {
+      ok(cudaGraphLaunch(exec, st), "graph launch");
+      ok(cudaStreamSynchronize(st), "sync");
+    };
+    for (int w = 0; w < 20; ++w) replay();
+    const double e2e_graph = median_us(replay, 200);
+    report("latency", "decode e2e graph-replay B" + std::to_string(B) + " kv" + std::to_string(kv), "causal", B, kv, Hq,
+           Hkv, D, e2e_graph * 1e-3, 0, 0, pairs);
+    ok(cudaGraphExecDestroy(exec), "exec destroy");
+    ok(cudaGraphDestroy(graph), "graph destroy");
+    ok(cudaStreamDestroy(st), "stream destroy");
   }
   cudaFree(q), cudaFree(k), cudaFree(v), cudaFree(o);
 }
@@ -262,10 +369,31 @@ void variants(Flusher& flush, int reps) {
                                                  flush, reps);
   prefill_cfg<FwdConfig<T, 128, 4, 1, 64, true>>("w4m1n64pack ", "causal", CausalMask{}, CausalMask{}, 8, 4096, 16, 16,
                                                  flush, reps);
-  // Decode: packed GQA rows, one-wave split plan.
-  decode_cfg<FwdConfig<T, 128, 2, 1, 32>>("w2n32 ", 8, 131072, flush, reps, false);
-  decode_cfg<FwdConfig<T, 128, 2, 1, 32>>("w2n32 ", 1, 32768, flush, reps, false);
-  decode_cfg<FwdConfig<T, 128, 1, 1, 64>>("w1n64 ", 1, 32768, flush, reps, false);
+}
+
+// Decode variants: key tile, warps, and the split plan's knobs (minimum key
+// tiles per split, resident CTAs per SM assumed), on the shapes of the targets.
+void decode_variants(Flusher& flush, int reps) {
+  using cuda::FwdConfig;
+  using W1N32 = FwdConfig<T, 128, 1, 1, 32>;
+  // (Runs 1-2, 2026-11-22: min2 / min8 tiles per split, 6 CTAs/SM, BlockN 64, 2 warps,
+  // one-level and 4 / 8-split chunks of the in-kernel merge; see NOTES-decode.md.)
+  for (int64_t kv : {4096, 32768, 131072}) {
+    decode_cfg<W1N32>("w1n32 in-kernel-merge ", 1, kv, flush, reps, false, {0, 0, 0, true});
+    decode_cfg<W1N32>("w1n32 cta4 ", 1, kv, flush, reps, false, {0, 4});
+  }
+  decode_cfg<W1N32>("w1n32 in-kernel-merge ", 8, 32768, flush, reps, false, {0, 0, 0, true});
+  decode_cfg<W1N32>("w1n32 cta4 ", 8, 32768, flush, reps, false, {0, 4});
+  // The default configuration under the other two flush modes (see Flusher).
+  for (auto mode : {Flusher::Clean, Flusher::None}) {
+    flush.mode = mode;
+    const char* tag = mode == Flusher::Clean ? "clean-flush " : "no-flush ";
+    for (int64_t kv : {4096, 32768, 131072}) decode_cfg<W1N32>(tag, 1, kv, flush, reps, false);
+    decode_cfg<W1N32>(tag, 8, 32768, flush, reps, false);
+    decode_cfg<W1N32>(mode == Flusher::Clean ? "clean-flush in-kernel-merge " : "no-flush in-kernel-merge ", 1, 4096,
+                      flush, reps, false, {0, 0, 0, true});
+  }
+  flush.mode = Flusher::Dirty;
 }
 
 // The sm90 wgmma kernel's configurations (key tile) against the mma.sync
@@ -361,7 +489,8 @@ void rope_cases(Flusher& flush, int reps) {
 
 int main(int argc, char** argv) {
   int reps = 20;
-  bool quick = false, try_variants = false, one = false, rope_only = false, sm90_variants = false, prefill_only = false;
+  bool quick = false, try_variants = false, one = false, rope_only = false, sm90_variants = false, prefill_only = false,
+       decode_only = false, one_decode = false;
   for (int a = 1; a < argc; ++a) {
     if (!std::strcmp(argv[a], "--csv") && a + 1 < argc) g_csv = std::fopen(argv[++a], "w");
     if (!std::strcmp(argv[a], "--reps") && a + 1 < argc) reps = std::atoi(argv[++a]);
@@ -371,6 +500,8 @@ int main(int argc, char** argv) {
     if (!std::strcmp(argv[a], "--prefill-only")) prefill_only = true;    // the standard prefill rows, no decode / RoPE
     if (!std::strcmp(argv[a], "--one")) one = true;                      // one causal prefill, for profilers
     if (!std::strcmp(argv[a], "--rope")) rope_only = true;               // the fused-RoPE cases only
+    if (!std::strcmp(argv[a], "--decode")) decode_only = true;           // decode cases (and decode variants) only
+    if (!std::strcmp(argv[a], "--one-decode")) one_decode = true;        // one B1 kv4096 decode, for profilers
   }
   int n = 0;
   if (cudaGetDeviceCount(&n) != cudaSuccess || n == 0) {
@@ -386,9 +517,23 @@ int main(int argc, char** argv) {
     prefill<128>("causal", CausalMask{}, CausalMask{}, 8, 4096, 16, 16, flush, 1);
     return 0;
   }
+  if (one_decode) {
+    decode(1, 4096, flush, 5, false);
+    return 0;
+  }
+  if (decode_only) {
+    if (try_variants) decode_variants(flush, reps);
+    for (int64_t B : {1, 8})
+      for (int64_t kv : {4096, 32768, 131072}) decode(B, kv, flush, reps, B == 1 && kv == 4096);
+    if (g_csv) std::fclose(g_csv);
+    return 0;
+  }
   if (try_variants || sm90_variants) variants_sm90(flush, reps);
   if (sm90_variants) return 0;
-  if (try_variants) variants(flush, reps);
+  if (try_variants) {
+    variants(flush, reps);
+    decode_variants(flush, reps);
+  }
   if (rope_only) {
     rope_cases(flush, reps);
     return 0;

@@ -1,4 +1,6 @@
 // Layouts, GQA, head dims, lengths, decode and logit options on the GPU (bf16).
+#include <thread>
+
 #include "masks.cuh"
 
 using namespace attnkit_cuda_test;
@@ -163,4 +165,293 @@ TEST_CASE("cuda: RoPE (fused): styles, partial rotary, scalings, alignments, var
   v.seq_q = {30, 1, 65};
   v.seq_k = {30, 200, 65};
   check_case<T, 128>(v, CausalMask{}, Entry::Dispatch);
+}
+
+// ---- Split-KV decode: the merge inside the kernel, per-stream workspaces ----
+
+namespace {
+
+// Splits the decode plan gives a problem (the launch's own computation), so
+// a test can assert that it exercises the split path it claims to.
+template <int D, class Mask>
+int planned_splits(int64_t B, int64_t Sq, int64_t Sk, int64_t Hq, int64_t Hkv) {
+  using Cfg = typename cuda::Configs<T, D>::Decode;
+  cuda::detail::DeviceState& st = cuda::detail::device_state(cuda::detail::current_device());
+  auto kernel = cuda::flash_fwd_kernel<Cfg, Mask>;
+  cuda::detail::allow_smem(kernel, Cfg::kSmemBytes, st.dev);
+  const int per_sm = cuda::detail::ctas_per_sm(kernel, Cfg::kThreads, Cfg::kSmemBytes, st.dev);
+  const int64_t G = Hq / Hkv, m_blocks = (Sq * G + Cfg::kBlockM - 1) / Cfg::kBlockM;
+  int64_t tps = 0;
+  return cuda::detail::plan_splits(B * (Hq / G) * m_blocks, Sk, Cfg::kBlockN, int64_t(st.sms) * per_sm, &tps);
+}
+
+// One padded decode problem with its fp64 reference, launched as often as a
+// test likes on any stream; check() compares the last result.
+struct DecodeProblem {
+  int64_t B, Sq, Sk, Hq, Hkv;
+  static constexpr int64_t D = 128;
+  std::vector<T> hq, hk, hv;
+  std::vector<float> sinks;
+  std::unique_ptr<DevBuf<T>> dq, dk, dv, dout;
+  std::unique_ptr<DevBuf<float>> dlse, dsinks;
+  ReferenceOutput ref;
+  std::vector<T> naive;
+  AttentionOptions od;
+  DecodeProblem(int64_t b, int64_t sq, int64_t sk, int64_t hq_, int64_t hkv, bool sink)
+      : B(b), Sq(sq), Sk(sk), Hq(hq_), Hkv(hkv) {
+    std::mt19937_64 rng(fresh_seed());
+    hq = random_vector<T>(size_t(B * Sq * Hq * D), rng);
+    hk = random_vector<T>(size_t(B * Sk * Hkv * D), rng);
+    hv = random_vector<T>(size_t(B * Sk * Hkv * D), rng);
+    for (int64_t h = 0; h < Hq; ++h) sinks.push_back(std::uniform_real_distribution<float>(-1.f, 3.f)(rng));
+    dq = std::make_unique<DevBuf<T>>(hq);
+    dk = std::make_unique<DevBuf<T>>(hk);
+    dv = std::make_unique<DevBuf<T>>(hv);
+    dout = std::make_unique<DevBuf<T>>(size_t(B * Sq * Hq * D));
+    dlse = std::make_unique<DevBuf<float>>(size_t(B * Sq * Hq));
+    dsinks = std::make_unique<DevBuf<float>>(sinks);
+    AttentionOptions oh;
+    if (sink) oh.sink_logits = sinks.data();
+    const Tensor4<const T> q(hq.data(), {B, Sq, Hq, D}), k(hk.data(), {B, Sk, Hkv, D}), v(hv.data(), {B, Sk, Hkv, D});
+    ref = reference_attention<T>(q, k, v, CausalMask{}, oh);
+    std::vector<T> dummy(size_t(B * Sq * Hq * D));
+    naive =
+        naive_same_dtype(make_params<T>(q, k, v, Tensor4<T>(dummy.data(), {B, Sq, Hq, D}), oh), CausalMask{}, B * Sq);
+    od.lse = dlse->ptr;
+    od.sink_logits = sink ? dsinks->ptr : nullptr;
+  }
+  AttentionParams<T> params() const {
+    return make_params<T>(Tensor4<const T>(dq->ptr, {B, Sq, Hq, D}), Tensor4<const T>(dk->ptr, {B, Sk, Hkv, D}),
+                          Tensor4<const T>(dv->ptr, {B, Sk, Hkv, D}), Tensor4<T>(dout->ptr, {B, Sq, Hq, D}), od, false);
+  }
+  void poison() {
+    dout->poison();
+    dlse->poison();
+  }
+  void launch(cudaStream_t st) {
+    AttentionOptions o = od;
+    o.cuda_stream = st;
+    cuda::attention_forward(params(), CausalMask{}, o);
+  }
+  // The decode configuration directly, with plan knobs (one- or two-level merge).
+  void launch_tuned(cudaStream_t st, cuda::DecodeTuning tune) {
+    cuda::forward_with<cuda::Configs<T, 128>::Decode>(params(), CausalMask{}, st, true, cuda::FusedRope{}, tune);
+  }
+  Outcome outcome() const {
+    Outcome r;
+    const std::vector<T> out = dout->download();
+    const std::vector<float> lse = dlse->download();
+    r.out_written = all_finite(out);
+    r.lse_written = true;
+    for (float x : lse)
+      if (std::isnan(x)) r.lse_written = false;
+    r.err = rel_l2(out, ref.out);
+    r.naive_err = rel_l2(naive, ref.out);
+    r.lse_err = lse_max_abs_err(lse, ref.lse);
+    return r;
+  }
+};
+
+}  // namespace
+
+TEST_CASE("cuda decode: many splits at long kv, B = 1", "[cuda][decode][split]") {
+  for (int64_t sk : {150001, 65536}) {
+    Case c;
+    c.B = 1, c.Sq = 1, c.Sk = sk, c.Hq = 8, c.Hkv = 2;
+    const int splits = planned_splits<128, CausalMask>(c.B, c.Sq, c.Sk, c.Hq, c.Hkv);
+    INFO("splits " << splits);
+    CHECK(splits >= 100);
+    check_case<T, 128>(c, CausalMask{});
+    c.Sq = 16;  // 4 packed row blocks per head group, 4-row merge batches
+    check_case<T, 128>(c, CausalMask{});
+  }
+}
+
+TEST_CASE("cuda decode: one- and two-level split merges, odd chunk sizes", "[cuda][decode][split]") {
+  DecodeProblem pr(2, 3, 9000, 8, 2, true);
+  const int splits = planned_splits<128, CausalMask>(2, 3, 9000, 8, 2);
+  INFO("splits " << splits);
+  REQUIRE(splits > 8);
+  CHECK(cuda::detail::plan_split_chunk(splits) < splits);  // the default is two-level here
+  for (int chunk : {0, 1 << 30, 1, 2, 3, 7, splits - 1, splits}) {
+    INFO("split_chunk " << chunk);
+    pr.poison();
+    pr.launch_tuned(nullptr, {0, 0, chunk, true});
+    cuda_ok(cudaStreamSynchronize(nullptr));
+    check_outcome(pr.outcome());
+  }
+  // The merge as a second kernel (the default).
+  pr.poison();
+  pr.launch_tuned(nullptr, {0, 0, 0, false});
+  cuda_ok(cudaStreamSynchronize(nullptr));
+  check_outcome(pr.outcome());
+  // Fewer splits than a chunk (one level) and a 2-split plan, both merges.
+  for (int min_tiles : {60, 140})
+    for (bool in_kernel : {false, true}) {
+      pr.poison();
+      pr.launch_tuned(nullptr, {min_tiles, 0, 0, in_kernel});
+      cuda_ok(cudaStreamSynchronize(nullptr));
+      check_outcome(pr.outcome());
+    }
+}
+
+TEST_CASE("cuda decode: sinks and LSE through the split merge", "[cuda][decode][split]") {
+  for (int64_t sq : {1, 3, 16}) {
+    Case c;
+    c.B = 2, c.Sq = sq, c.Sk = 9000, c.Hq = 8, c.Hkv = 2, c.sink = true;
+    CHECK(planned_splits<128, CausalMask>(c.B, c.Sq, c.Sk, c.Hq, c.Hkv) > 1);
+    check_case<T, 128>(c, CausalMask{});
+    c.softcap = 20.f, c.alibi = true;  // the transformed-logit path too
+    check_case<T, 128>(c, SlidingWindowMask(3000));
+  }
+}
+
+TEST_CASE("cuda decode: splits with no allowed key, and rows with none at all", "[cuda][decode][split][masked]") {
+  Case c;  // kv capacity 20000 (many splits); short or empty actual lengths
+  c.B = 4, c.Sq = 12, c.Sk = 20000, c.Hq = 8, c.Hkv = 2, c.sink = true;
+  c.kv_lens = {5, 0, 20000, 700};  // b0: rows 0..6 see nothing (bottom-right); b1: nothing at all
+  c.q_lens = {12, 12, 1, 0};       // b3: no queries
+  CHECK(planned_splits<128, CausalMask>(c.B, c.Sq, c.Sk, c.Hq, c.Hkv) > 1);
+  check_case<T, 128>(c, CausalMask{});
+  // A window: every split but the last one or two is masked for every row.
+  Case w;
+  w.B = 1, w.Sq = 4, w.Sk = 40000, w.Hq = 4, w.Hkv = 1;
+  check_case<T, 128>(w, SlidingWindowMask(100));
+  w.sink = true;
+  check_case<T, 128>(w, SlidingWindowMask(1));
+}
+
+TEST_CASE("cuda decode: head dims 64, 96, 256 through the split merge", "[cuda][decode][split][hdim]") {
+  Case c;
+  c.B = 1, c.Sq = 2, c.Sk = 9000, c.Hq = 8, c.Hkv = 2, c.sink = true;
+  c.D = 64;
+  CHECK(planned_splits<64, CausalMask>(c.B, c.Sq, c.Sk, c.Hq, c.Hkv) > 1);
+  check_case<T, 64>(c, CausalMask{}, Entry::Dispatch);
+  c.D = 96;
+  check_case<T, 96>(c, CausalMask{}, Entry::Dispatch);
+  c.D = 256;
+  CHECK(planned_splits<256, CausalMask>(c.B, c.Sq, c.Sk, c.Hq, c.Hkv) > 1);
+  check_case<T, 256>(c, CausalMask{}, Entry::Dispatch);
+}
+
+TEST_CASE("cuda decode: varlen with splits", "[cuda][decode][split][varlen]") {
+  Case c;
+  c.Hq = 8, c.Hkv = 2, c.sink = true;
+  c.seq_q = {1, 3, 16, 0, 2, 5};
+  c.seq_k = {20000, 5, 9000, 300, 0, 2};  // b4: queries and no keys (out 0, lse -inf)
+  check_case<T, 128>(c, CausalMask{});
+  check_case<T, 128>(c, FullMask{});
+}
+
+TEST_CASE("cuda decode: repeated calls reuse the workspace and its tickets", "[cuda][decode][split]") {
+  // Tickets must be zero again after every launch: a call whose unit count or
+  // split count differs from the last one's would otherwise merge early, late
+  // or never (outputs poisoned before each call stay NaN).
+  struct Shape {
+    int64_t B, Sq, Sk;
+  };
+  for (int rep = 0; rep < 2; ++rep)
+    for (const Shape sh : {Shape{2, 1, 9000}, Shape{1, 1, 40000}, Shape{3, 5, 700}, Shape{1, 16, 33000}}) {
+      Case c;
+      c.B = sh.B, c.Sq = sh.Sq, c.Sk = sh.Sk, c.Hq = 8, c.Hkv = 2;
+      check_case<T, 128>(c, CausalMask{}, Entry::Dispatch);
+    }
+  // The same problem three times in a row: identical results (the merge order
+  // is fixed, whichever CTA merges).
+  DecodeProblem pr(1, 1, 30000, 8, 2, true);
+  std::vector<T> first;
+  for (int rep = 0; rep < 3; ++rep) {
+    pr.poison();
+    pr.launch(nullptr);
+    cuda_ok(cudaStreamSynchronize(nullptr));
+    check_outcome(pr.outcome());
+    const std::vector<T> out = pr.dout->download();
+    if (rep == 0) first = out;
+    CHECK(std::memcmp(out.data(), first.data(), out.size() * sizeof(T)) == 0);
+  }
+}
+
+TEST_CASE("cuda decode: two streams at once, different shapes", "[cuda][decode][split][stream]") {
+  cudaStream_t s1, s2;
+  cuda_ok(cudaStreamCreateWithFlags(&s1, cudaStreamNonBlocking));
+  cuda_ok(cudaStreamCreateWithFlags(&s2, cudaStreamNonBlocking));
+  // Long enough (tens of us each) that the two streams' kernels overlap.
+  DecodeProblem a(1, 1, 65536, 32, 8, true), b(2, 3, 20000, 8, 2, false);
+  CHECK(planned_splits<128, CausalMask>(1, 1, 65536, 32, 8) > 1);
+  CHECK(planned_splits<128, CausalMask>(2, 3, 20000, 8, 2) > 1);
+  for (int rep = 0; rep < 3; ++rep) {
+    a.poison();
+    b.poison();
+    for (int n = 0; n < 6; ++n) {  // interleaved launches, no host sync in between
+      a.launch(s1);
+      b.launch(s2);
+    }
+    cuda_ok(cudaStreamSynchronize(s1));
+    cuda_ok(cudaStreamSynchronize(s2));
+    check_outcome(a.outcome());
+    check_outcome(b.outcome());
+  }
+  // The same with the merge inside the attention kernel: each stream's tickets
+  // are its own (shared tickets would merge early or never).
+  for (int rep = 0; rep < 3; ++rep) {
+    a.poison();
+    b.poison();
+    for (int n = 0; n < 6; ++n) {
+      a.launch_tuned(s1, {0, 0, 0, true});
+      b.launch_tuned(s2, {0, 0, 0, true});
+    }
+    cuda_ok(cudaStreamSynchronize(s1));
+    cuda_ok(cudaStreamSynchronize(s2));
+    check_outcome(a.outcome());
+    check_outcome(b.outcome());
+  }
+  cudaStreamDestroy(s1);
+  cudaStreamDestroy(s2);
+  // Workspaces are keyed by cudaStreamGetId: each host thread's per-thread
+  // default stream must get its own id (else two threads would share one).
+  unsigned long long id1 = 0, id2 = 0;
+  cudaError_t e1 = cudaSuccess, e2 = cudaSuccess;
+  std::thread t1([&] { e1 = cudaStreamGetId(cudaStreamPerThread, &id1); });
+  std::thread t2([&] { e2 = cudaStreamGetId(cudaStreamPerThread, &id2); });
+  t1.join();
+  t2.join();
+  CHECK(e1 == cudaSuccess);
+  CHECK(e2 == cudaSuccess);
+  CHECK(id1 != id2);
+}
+
+TEST_CASE("cuda decode: more streams than cached workspaces, and a CUDA graph", "[cuda][decode][split][stream]") {
+  DecodeProblem pr(1, 2, 20000, 8, 2, true);
+  std::vector<cudaStream_t> streams(cuda::detail::DeviceState::kMaxStreams + 3);
+  for (auto& st : streams) cuda_ok(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking));
+  for (int rep = 0; rep < 2; ++rep)
+    for (cudaStream_t st : streams) {  // the 17th stream on drops the least recently used workspace
+      pr.poison();
+      pr.launch(st);
+      cuda_ok(cudaStreamSynchronize(st));
+      check_outcome(pr.outcome());
+    }
+  // Captured into a graph (graph-owned workspace, tickets zeroed in the graph),
+  // replayed twice.
+  cudaGraph_t graph;
+  cudaGraphExec_t exec;
+  cuda_ok(cudaStreamBeginCapture(streams[0], cudaStreamCaptureModeThreadLocal));
+  pr.launch(streams[0]);
+  cuda_ok(cudaStreamEndCapture(streams[0], &graph));
+  cuda_ok(cudaGraphInstantiate(&exec, graph, 0));
+  for (int rep = 0; rep < 2; ++rep) {
+    pr.poison();
+    cuda_ok(cudaGraphLaunch(exec, streams[1]));
+    cuda_ok(cudaStreamSynchronize(streams[1]));
+    check_outcome(pr.outcome());
+  }
+  cudaGraphExecDestroy(exec);
+  cudaGraphDestroy(graph);
+  for (auto st : streams) cudaStreamDestroy(st);
+  // trim_workspace drops every cached workspace; the next call allocates again.
+  cuda::trim_workspace();
+  pr.poison();
+  pr.launch(nullptr);
+  cuda_ok(cudaStreamSynchronize(nullptr));
+  check_outcome(pr.outcome());
 }

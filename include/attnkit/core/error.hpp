@@ -41,6 +41,12 @@ template <class V>
 void require(bool ok, const char* name, const V& value, const std::string& rule) {
   if (!ok) fail_arg(name, value, rule);
 }
+// The same with a literal rule: no std::string is built unless it fails (the
+// checks run on every call, and a GPU decode call is a few microseconds).
+template <class V>
+void require(bool ok, const char* name, const V& value, const char* rule) {
+  if (!ok) fail_arg(name, value, rule);
+}
 
 inline void require_not_null(const void* p, const char* name) {
   if (p == nullptr) fail(concat(name, " must not be null"));

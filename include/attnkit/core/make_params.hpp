@@ -36,8 +36,8 @@ inline void check_heads(int64_t hq, int64_t hkv) {
 }
 
 inline void check_dims(int64_t d, int64_t dv) {
-  require(d >= 1 && d <= kMaxHeadDim, "head_dim", d, concat("must be in [1, ", kMaxHeadDim, "]"));
-  require(dv >= 1 && dv <= kMaxHeadDim, "v_head_dim", dv, concat("must be in [1, ", kMaxHeadDim, "]"));
+  if (!(d >= 1 && d <= kMaxHeadDim)) fail_arg("head_dim", d, concat("must be in [1, ", kMaxHeadDim, "]"));
+  if (!(dv >= 1 && dv <= kMaxHeadDim)) fail_arg("v_head_dim", dv, concat("must be in [1, ", kMaxHeadDim, "]"));
 }
 
 template <class T>
@@ -69,15 +69,16 @@ AttentionParams<T> make_params(const Tensor4<const T>& q, const Tensor4<const T>
   require_last_contiguous(out, "out");
   const int64_t B = q.shape[0], Sq = q.shape[1], Hq = q.shape[2], D = q.shape[3];
   const int64_t Sk = k.shape[1], Hkv = k.shape[2], Dv = v.shape[3];
-  require(k.shape[0] == B, "k.shape[0]", k.shape[0], concat("must equal batch size of q (", B, ")"));
-  require(v.shape[0] == B, "v.shape[0]", v.shape[0], concat("must equal batch size of q (", B, ")"));
-  require(out.shape[0] == B, "out.shape[0]", out.shape[0], concat("must equal batch size of q (", B, ")"));
-  require(k.shape[3] == D, "k.shape[3]", k.shape[3], concat("must equal the head dim of q (", D, ")"));
-  require(v.shape[1] == Sk, "v.shape[1]", v.shape[1], concat("must equal the key length of k (", Sk, ")"));
-  require(v.shape[2] == Hkv, "v.shape[2]", v.shape[2], concat("must equal num_kv_heads of k (", Hkv, ")"));
-  require(out.shape[1] == Sq, "out.shape[1]", out.shape[1], concat("must equal the query length of q (", Sq, ")"));
-  require(out.shape[2] == Hq, "out.shape[2]", out.shape[2], concat("must equal num_q_heads of q (", Hq, ")"));
-  require(out.shape[3] == Dv, "out.shape[3]", out.shape[3], concat("must equal the head dim of v (", Dv, ")"));
+  if (!(k.shape[0] == B)) fail_arg("k.shape[0]", k.shape[0], concat("must equal batch size of q (", B, ")"));
+  if (!(v.shape[0] == B)) fail_arg("v.shape[0]", v.shape[0], concat("must equal batch size of q (", B, ")"));
+  if (!(out.shape[0] == B)) fail_arg("out.shape[0]", out.shape[0], concat("must equal batch size of q (", B, ")"));
+  if (!(k.shape[3] == D)) fail_arg("k.shape[3]", k.shape[3], concat("must equal the head dim of q (", D, ")"));
+  if (!(v.shape[1] == Sk)) fail_arg("v.shape[1]", v.shape[1], concat("must equal the key length of k (", Sk, ")"));
+  if (!(v.shape[2] == Hkv)) fail_arg("v.shape[2]", v.shape[2], concat("must equal num_kv_heads of k (", Hkv, ")"));
+  if (!(out.shape[1] == Sq))
+    fail_arg("out.shape[1]", out.shape[1], concat("must equal the query length of q (", Sq, ")"));
+  if (!(out.shape[2] == Hq)) fail_arg("out.shape[2]", out.shape[2], concat("must equal num_q_heads of q (", Hq, ")"));
+  if (!(out.shape[3] == Dv)) fail_arg("out.shape[3]", out.shape[3], concat("must equal the head dim of v (", Dv, ")"));
   check_heads(Hq, Hkv);
   check_dims(D, Dv);
   if (host_lengths) {
@@ -132,12 +133,12 @@ AttentionParams<T> make_params_varlen(const Tensor3<const T>& q, const Tensor3<c
   if (o.q_lens || o.kv_lens) fail("q_lens / kv_lens are for the padded layout; varlen lengths come from cu_seqlens");
   const int64_t Tq = q.shape[0], Hq = q.shape[1], D = q.shape[2];
   const int64_t Tk = k.shape[0], Hkv = k.shape[1], Dv = v.shape[2];
-  require(k.shape[2] == D, "k.shape[2]", k.shape[2], concat("must equal the head dim of q (", D, ")"));
-  require(v.shape[0] == Tk, "v.shape[0]", v.shape[0], concat("must equal total_k of k (", Tk, ")"));
-  require(v.shape[1] == Hkv, "v.shape[1]", v.shape[1], concat("must equal num_kv_heads of k (", Hkv, ")"));
-  require(out.shape[0] == Tq, "out.shape[0]", out.shape[0], concat("must equal total_q of q (", Tq, ")"));
-  require(out.shape[1] == Hq, "out.shape[1]", out.shape[1], concat("must equal num_q_heads of q (", Hq, ")"));
-  require(out.shape[2] == Dv, "out.shape[2]", out.shape[2], concat("must equal the head dim of v (", Dv, ")"));
+  if (!(k.shape[2] == D)) fail_arg("k.shape[2]", k.shape[2], concat("must equal the head dim of q (", D, ")"));
+  if (!(v.shape[0] == Tk)) fail_arg("v.shape[0]", v.shape[0], concat("must equal total_k of k (", Tk, ")"));
+  if (!(v.shape[1] == Hkv)) fail_arg("v.shape[1]", v.shape[1], concat("must equal num_kv_heads of k (", Hkv, ")"));
+  if (!(out.shape[0] == Tq)) fail_arg("out.shape[0]", out.shape[0], concat("must equal total_q of q (", Tq, ")"));
+  if (!(out.shape[1] == Hq)) fail_arg("out.shape[1]", out.shape[1], concat("must equal num_q_heads of q (", Hq, ")"));
+  if (!(out.shape[2] == Dv)) fail_arg("out.shape[2]", out.shape[2], concat("must equal the head dim of v (", Dv, ")"));
   check_heads(Hq, Hkv);
   check_dims(D, Dv);
   int64_t max_q = seqs.max_seqlen_q, max_k = seqs.max_seqlen_k;
@@ -157,12 +158,14 @@ AttentionParams<T> make_params_varlen(const Tensor3<const T>& q, const Tensor3<c
       mq = std::max<int64_t>(mq, cq[b + 1] - cq[b]);
       mk = std::max<int64_t>(mk, ck[b + 1] - ck[b]);
     }
-    require(cq[seqs.batch] <= Tq, "cu_seqlens_q[batch]", cq[seqs.batch], concat("must be <= total_q (", Tq, ")"));
-    require(ck[seqs.batch] <= Tk, "cu_seqlens_k[batch]", ck[seqs.batch], concat("must be <= total_k (", Tk, ")"));
+    if (!(cq[seqs.batch] <= Tq))
+      fail_arg("cu_seqlens_q[batch]", cq[seqs.batch], concat("must be <= total_q (", Tq, ")"));
+    if (!(ck[seqs.batch] <= Tk))
+      fail_arg("cu_seqlens_k[batch]", ck[seqs.batch], concat("must be <= total_k (", Tk, ")"));
     if (max_q == 0) max_q = mq;
     if (max_k == 0) max_k = mk;
-    require(max_q >= mq, "max_seqlen_q", max_q, concat("must be >= the longest query sequence (", mq, ")"));
-    require(max_k >= mk, "max_seqlen_k", max_k, concat("must be >= the longest key sequence (", mk, ")"));
+    if (!(max_q >= mq)) fail_arg("max_seqlen_q", max_q, concat("must be >= the longest query sequence (", mq, ")"));
+    if (!(max_k >= mk)) fail_arg("max_seqlen_k", max_k, concat("must be >= the longest key sequence (", mk, ")"));
   } else {
     require(max_q > 0 || Tq == 0, "max_seqlen_q", max_q, "must be given for device-resident cu_seqlens");
     require(max_k > 0 || Tk == 0, "max_seqlen_k", max_k, "must be given for device-resident cu_seqlens");

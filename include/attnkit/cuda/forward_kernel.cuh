@@ -27,7 +27,11 @@
 //
 // Split-KV: with num_splits > 1 the CTA covers key tiles
 // [split * tiles_per_split, ...) and writes an fp32 partial (out normalised by
-// its own sum, natural-log LSE without the sink) that merge_kernel.cuh folds.
+// its own sum, natural-log LSE without the sink), merged by merge_splits_kernel
+// after this launch (the default) or, with tickets (DecodeTuning::
+// in_kernel_merge), inside it: the last CTA of a work unit (batch, head group,
+// row block) to finish, found by an atomic ticket that resets itself, merges
+// every split of the unit's rows (merge_kernel.cuh), one launch per call.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -35,6 +39,7 @@
 #include <cstdint>
 
 #include "attnkit/core/params.hpp"
+#include "attnkit/cuda/merge_kernel.cuh"
 #include "attnkit/cuda/mma.cuh"
 #include "attnkit/cuda/rope_fused.cuh"
 #include "attnkit/mask/tile.hpp"
@@ -87,7 +92,14 @@ struct FwdArgs {
   float* ws_out = nullptr;  // [splits, rows, Hq, D] fp32 partials
   float* ws_lse = nullptr;  // [splits, rows, Hq]
   int64_t ws_rows = 0;      // padded: B * Sq, varlen: total_q
-  FusedRope rope;           // read only by RoPE configurations
+  // Tickets per work unit (B x head groups x m_blocks), zero before the
+  // launch; the last CTA to take one leaves it zero again (atomicInc wraps).
+  // nullptr: the kernel writes partials only (a merge kernel runs after it).
+  unsigned* ws_count = nullptr;
+  // Splits merged together first (two-level merge) when < num_splits; the
+  // tickets are then units x (chunks + 1).
+  int split_chunk = 1 << 30;
+  FusedRope rope;  // read only by RoPE configurations
 };
 
 namespace detail {
@@ -700,6 +712,58 @@ __global__ void __launch_bounds__(Cfg::kThreads)
         *reinterpret_cast<uint32_t*>(dst + nd * 8 + 2 * t) = Ops::pack(o[mt][nd][h2] * inv, o[mt][nd][h2 + 1] * inv);
       if (t == 0 && p.lse) *p.lse_ptr(b, i, h) = lse;
     }
+  }
+  if (split_out && a.ws_count) {  // (no tickets: merge_splits_kernel merges after this launch)
+    // Tickets: the CTA that takes the last one of its chunk of splits merges
+    // the chunk into the chunk's first partial; the last chunk merger merges
+    // the chunks into the output (one level when split_chunk >= num_splits).
+    // Every split CTA of a unit gets here (a unit past row_limit returned
+    // above, all of its splits alike). The fences order partial writes
+    // before tickets; the merging CTA's loads bypass L1. The last ticket of
+    // a counter wraps it back to 0 (atomicInc), ready for the next launch.
+    const int S = a.num_splits, C = a.split_chunk < S ? a.split_chunk : S;
+    const int n_chunks = (S + C - 1) / C, chunk = split / C;
+    const int chunk_len = S - chunk * C < C ? S - chunk * C : C;
+    const unsigned unit = (static_cast<unsigned>(b) * gridDim.y + blockIdx.y) * a.m_blocks + mb;
+    unsigned* const tickets = a.ws_count + unit * static_cast<unsigned>(n_chunks > 1 ? n_chunks + 1 : 1);
+    volatile unsigned* last = reinterpret_cast<volatile unsigned*>(smem_raw);  // K/V smem is idle now
+    auto take_ticket = [&](unsigned* counter, int parties) {
+      __threadfence();
+      __syncthreads();
+      if (tid == 0)
+        *last = atomicInc(counter, static_cast<unsigned>(parties - 1)) == static_cast<unsigned>(parties - 1);
+      __syncthreads();
+      const bool mine = *last;
+      if (mine) __threadfence();
+      return mine;
+    };
+    if (!take_ticket(tickets + (n_chunks > 1 ? chunk : 0), n_chunks > 1 ? chunk_len : S)) return;
+    const int nrows = (row_limit * G - r0 < kBlockM ? row_limit * G - r0 : kBlockM);
+    const int64_t stride = a.ws_rows * s.q_heads;  // between splits, in rows
+    const int64_t q_start = s.varlen() ? s.q_start(b) : b * s.q_capacity;
+    auto row_at = [&](int pr, int first) {  // packed row pr's partial of split `first`
+      const int i = pr / G;
+      const int64_t h = h0 + pr % G;
+      const int64_t idx = (first * a.ws_rows + q_start + i) * s.q_heads + h;
+      detail::SplitRow<T> r;
+      r.lse = a.ws_lse + idx;
+      r.out = a.ws_out + idx * D;
+      r.dst = p.out_row(b, i, h);
+      r.lse_dst = p.lse ? p.lse_ptr(b, i, h) : nullptr;
+      r.sink = p.sink_logits ? p.sink_logits + h : nullptr;
+      return r;
+    };
+    if (n_chunks > 1) {
+      for (int w0 = warp * 2; w0 < nrows; w0 += Cfg::kWarps * 2)  // 2-row batches, warps round robin
+        detail::merge_split_rows_warp<T, D, false, 2>(lane, nrows - w0 < 2 ? nrows - w0 : 2, chunk_len, stride,
+                                                      [&](int k) { return row_at(r0 + w0 + k, chunk * C); });
+      if (!take_ticket(tickets + n_chunks, n_chunks)) return;
+    }
+    const int parts = n_chunks > 1 ? n_chunks : S;
+    const int64_t part_stride = n_chunks > 1 ? stride * C : stride;
+    for (int w0 = warp * 2; w0 < nrows; w0 += Cfg::kWarps * 2)
+      detail::merge_split_rows_warp<T, D, true, 2>(lane, nrows - w0 < 2 ? nrows - w0 : 2, parts, part_stride,
+                                                   [&](int k) { return row_at(r0 + w0 + k, 0); });
   }
 }
 

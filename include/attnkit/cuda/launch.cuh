@@ -1,21 +1,25 @@
 // Host side of one forward call: pick the kernel configuration (prefill or
-// split-KV decode), size the grid, allocate split workspace on the stream,
-// launch, check. Head dim and mask are already compile-time here.
+// split-KV decode), size the grid, take the stream's cached split-KV
+// workspace, launch (decode: the attention kernel, then merge_splits_kernel,
+// or one kernel with the merge inside: DecodeTuning::in_kernel_merge),
+// check. Head dim and mask are already compile-time here.
 #pragma once
 
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <utility>
+#include <vector>
 
 #include "attnkit/core/error.hpp"
 #include "attnkit/core/params.hpp"
 #include "attnkit/cuda/check.cuh"
 #include "attnkit/cuda/forward_kernel.cuh"
-#include "attnkit/cuda/merge_kernel.cuh"
 
 namespace attnkit::cuda {
 
@@ -36,67 +40,188 @@ inline constexpr int64_t kDecodeMaxQueries = 16;
 
 namespace detail {
 
-struct DeviceInfo {
-  int sms = 132;
-};
-inline DeviceInfo device_info() {
+// The current device, once per call (everything per-device below is keyed by it).
+inline int current_device() {
   int dev = 0;
   check(cudaGetDevice(&dev), "cudaGetDevice");
-  static thread_local int cached_dev = -1;
-  static thread_local DeviceInfo info;
-  if (cached_dev != dev) {
-    check(cudaDeviceGetAttribute(&info.sms, cudaDevAttrMultiProcessorCount, dev), "cudaDeviceGetAttribute");
-    cached_dev = dev;
-  }
-  return info;
+  return dev;
 }
 
-// Split-KV workspace comes from a stream-ordered pool of our own that keeps
-// its memory (release threshold = max): the default pool would hand pages
-// back at every synchronisation and re-map them on the next decode call,
-// which costs more than the decode itself.
-inline cudaMemPool_t workspace_pool() {
+// Split-KV workspace cached for one stream: tickets (one per work unit,
+// zero between launches) then fp32 partials. Grow-only; every allocation,
+// free and reset is ordered on that stream, so a call on the stream never
+// sees a buffer an earlier call still uses. `mu` is held from the lookup to
+// the launch (two host threads on one stream cannot free each other's buffer).
+struct SplitWorkspace {
+  std::mutex mu;
+  unsigned long long stream_id = 0;
+  void* base = nullptr;
+  size_t tickets = 0;  // unsigned tickets at base (rounded to 256 bytes)
+  size_t floats = 0;   // floats after them
+  uint64_t last_use = 0;
+};
+
+// What attnkit keeps per device: SM count, the workspace pool, the split-KV
+// workspaces of the streams seen (at most kMaxStreams; the least recently
+// used is dropped after a device synchronisation when a new stream comes).
+struct DeviceState {
+  static constexpr size_t kMaxStreams = 16;
   int dev = 0;
-  check(cudaGetDevice(&dev), "cudaGetDevice");
+  int sms = 132;
+  cudaMemPool_t pool = nullptr;
+  std::mutex mu;  // guards `split` and `tick`
+  std::vector<std::unique_ptr<SplitWorkspace>> split;
+  uint64_t tick = 0;
+};
+
+inline constexpr int kMaxDevices = 256;
+
+inline DeviceState& device_state(int dev) {
+  static std::atomic<DeviceState*> slots[kMaxDevices];
   static std::mutex mu;
-  static std::map<int, cudaMemPool_t> pools;
+  if (dev < 0 || dev >= kMaxDevices)
+    throw CudaError(attnkit::detail::concat("attnkit: CUDA device ordinal ", dev, " is past ", kMaxDevices));
+  DeviceState* st = slots[dev].load(std::memory_order_acquire);
+  if (st) return *st;
   std::lock_guard<std::mutex> lock(mu);
-  auto it = pools.find(dev);
-  if (it != pools.end()) return it->second;
+  st = slots[dev].load(std::memory_order_relaxed);
+  if (st) return *st;
+  auto made = std::make_unique<DeviceState>();
+  made->dev = dev;
+  check(cudaDeviceGetAttribute(&made->sms, cudaDevAttrMultiProcessorCount, dev), "cudaDeviceGetAttribute");
+  // The workspace pool keeps its memory (release threshold = max): the
+  // default pool would hand pages back at every synchronisation and re-map
+  // them on the next call, which costs more than a decode call itself.
   cudaMemPoolProps props{};
   props.allocType = cudaMemAllocationTypePinned;
   props.handleTypes = cudaMemHandleTypeNone;
   props.location.type = cudaMemLocationTypeDevice;
   props.location.id = dev;
-  cudaMemPool_t pool = nullptr;
-  check(cudaMemPoolCreate(&pool, &props), "cudaMemPoolCreate");
+  check(cudaMemPoolCreate(&made->pool, &props), "cudaMemPoolCreate");
   uint64_t keep = ~uint64_t(0);
-  check(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep), "cudaMemPoolSetAttribute");
-  pools.emplace(dev, pool);
-  return pool;
+  check(cudaMemPoolSetAttribute(made->pool, cudaMemPoolAttrReleaseThreshold, &keep), "cudaMemPoolSetAttribute");
+  st = made.release();  // lives as long as the process
+  slots[dev].store(st, std::memory_order_release);
+  return *st;
+}
+
+// Split-KV workspace, RoPE copies and MoBA workspaces come from a
+// stream-ordered pool of our own (per device) that keeps its memory.
+inline cudaMemPool_t workspace_pool() { return device_state(current_device()).pool; }
+
+// Frees every cached split-KV workspace of `st` (the device must be idle).
+inline void release_split_workspaces(DeviceState& st) {
+  std::lock_guard<std::mutex> lock(st.mu);
+  for (auto& w : st.split) {
+    std::lock_guard<std::mutex> wl(w->mu);
+    if (w->base) check(cudaFree(w->base), "cudaFree (split-KV workspace)");
+  }
+  st.split.clear();
 }
 
 }  // namespace detail
 
-// Returns the memory the library's workspace pool keeps between calls (split-KV
-// partials, RoPE copies, MoBA workspaces) to the device, once the work queued
-// on `stream` that uses it has finished. The next call allocates it again.
+// Returns the memory the library keeps between calls on the current device
+// (cached split-KV workspaces, and the pool behind RoPE copies and MoBA
+// workspaces) to the device. Synchronises the device first, since the cached
+// workspaces serve every stream; the next call allocates again. Do not call
+// it while another thread launches attnkit work or captures a graph.
 inline void trim_workspace(cudaStream_t stream = nullptr) {
   detail::check(cudaStreamSynchronize(stream), "cudaStreamSynchronize");
-  detail::check(cudaMemPoolTrimTo(detail::workspace_pool(), 0), "cudaMemPoolTrimTo");
+  detail::check(cudaDeviceSynchronize(), "cudaDeviceSynchronize");
+  detail::DeviceState& st = detail::device_state(detail::current_device());
+  detail::release_split_workspaces(st);
+  detail::check(cudaMemPoolTrimTo(st.pool, 0), "cudaMemPoolTrimTo");
 }
 
 namespace detail {
+
+// Split-KV workspace of one launch: pointers, and the lock on the stream's
+// cached workspace (not owned: per-call memory, freed after the launch).
+struct SplitLease {
+  std::unique_lock<std::mutex> lock;
+  unsigned* tickets = nullptr;
+  float* floats = nullptr;
+  void* per_call = nullptr;  // set when the memory is this call's own
+};
+
+// `tickets` zero tickets and `floats` floats for a launch on `stream`.
+// Streams are told apart by cudaStreamGetId (unique for the context's life,
+// so a new stream that reuses a destroyed one's handle gets its own
+// workspace). A stream being captured into a CUDA graph gets per-call memory
+// (graph-owned allocation, tickets zeroed by a memset node): a cached buffer
+// referenced by a graph could be freed by a later, larger call.
+inline SplitLease split_workspace(DeviceState& st, cudaStream_t stream, size_t tickets, size_t floats) {
+  tickets = (tickets + 63) / 64 * 64;  // 256-byte aligned partials
+  SplitLease lease;
+  cudaStreamCaptureStatus cap = cudaStreamCaptureStatusNone;
+  check(cudaStreamIsCapturing(stream, &cap), "cudaStreamIsCapturing");
+  if (cap != cudaStreamCaptureStatusNone) {
+    void* mem = nullptr;
+    check(cudaMallocFromPoolAsync(&mem, tickets * sizeof(unsigned) + floats * sizeof(float), st.pool, stream),
+          "cudaMallocFromPoolAsync (split-KV workspace)");
+    if (tickets)
+      check(cudaMemsetAsync(mem, 0, tickets * sizeof(unsigned), stream), "cudaMemsetAsync (split-KV tickets)");
+    lease.per_call = mem;
+    lease.tickets = static_cast<unsigned*>(mem);
+    lease.floats = reinterpret_cast<float*>(lease.tickets + tickets);
+    return lease;
+  }
+  unsigned long long id = 0;
+  check(cudaStreamGetId(stream, &id), "cudaStreamGetId");
+  SplitWorkspace* ws = nullptr;
+  {
+    std::lock_guard<std::mutex> lock(st.mu);
+    for (auto& w : st.split)
+      if (w->stream_id == id) ws = w.get();
+    if (!ws) {
+      if (st.split.size() >= DeviceState::kMaxStreams) {
+        // Drop the least recently used stream's workspace. Its stream may
+        // be gone (its id is never reused) or still running: wait for the
+        // whole device, then free it.
+        auto lru = std::min_element(st.split.begin(), st.split.end(),
+                                    [](const auto& x, const auto& y) { return x->last_use < y->last_use; });
+        std::lock_guard<std::mutex> wl((*lru)->mu);
+        check(cudaDeviceSynchronize(), "cudaDeviceSynchronize (split-KV workspace eviction)");
+        if ((*lru)->base) check(cudaFree((*lru)->base), "cudaFree (split-KV workspace)");
+        (*lru)->base = nullptr;
+        (*lru)->stream_id = id;
+        (*lru)->tickets = (*lru)->floats = 0;
+        ws = lru->get();
+      } else {
+        st.split.push_back(std::make_unique<SplitWorkspace>());
+        ws = st.split.back().get();
+        ws->stream_id = id;
+      }
+    }
+    ws->last_use = ++st.tick;
+    lease.lock = std::unique_lock<std::mutex>(ws->mu);
+  }
+  if (ws->tickets < tickets || ws->floats < floats) {
+    // Grow (never shrink), in stream order: the old buffer is freed after
+    // the launches that use it; the new tickets are zeroed before the next.
+    const size_t nt = std::max(ws->tickets, tickets), nf = std::max(ws->floats, floats + floats / 4);
+    if (ws->base) check(cudaFreeAsync(ws->base, stream), "cudaFreeAsync (split-KV workspace)");
+    ws->base = nullptr;
+    ws->tickets = ws->floats = 0;
+    void* mem = nullptr;
+    check(cudaMallocFromPoolAsync(&mem, nt * sizeof(unsigned) + nf * sizeof(float), st.pool, stream),
+          "cudaMallocFromPoolAsync (split-KV workspace)");
+    if (nt) check(cudaMemsetAsync(mem, 0, nt * sizeof(unsigned), stream), "cudaMemsetAsync (split-KV tickets)");
+    ws->base = mem, ws->tickets = nt, ws->floats = nf;
+  }
+  lease.tickets = static_cast<unsigned*>(ws->base);
+  lease.floats = reinterpret_cast<float*>(lease.tickets + ws->tickets);
+  return lease;
+}
 
 // Raise the dynamic shared-memory limit of a kernel above 48 KiB, once per
 // kernel and device. Keyed by the kernel's address, not by a per-template
 // flag: without -rdc each translation unit registers its own copy of a
 // template kernel, and the attribute is per copy.
 template <class Kernel>
-void allow_smem(Kernel k, int bytes) {
+void allow_smem(Kernel k, int bytes, int dev) {
   if (bytes <= 48 * 1024) return;
-  int dev = 0;
-  check(cudaGetDevice(&dev), "cudaGetDevice");
   static std::mutex mu;
   static std::map<std::pair<const void*, int>, bool> done;
   std::lock_guard<std::mutex> lock(mu);
@@ -106,42 +231,47 @@ void allow_smem(Kernel k, int bytes) {
   done[key] = true;
 }
 
+// One launch of flash_fwd_kernel (plus nothing else: split-KV partials are
+// merged inside it). `a.num_splits` > 1 takes a workspace from `st`.
 template <class Cfg, class Mask>
-void launch_fwd(FwdArgs<typename Cfg::Elem>& a, const Mask& mask, cudaStream_t stream) {
-  using T = typename Cfg::Elem;
+void launch_fwd(FwdArgs<typename Cfg::Elem>& a, const Mask& mask, cudaStream_t stream, DeviceState& st,
+                bool in_kernel_merge = false) {
   const ProblemShape& s = a.p.shape;
   const int64_t rows = s.q_capacity * a.group_pack;
   a.m_blocks = static_cast<int>((rows + Cfg::kBlockM - 1) / Cfg::kBlockM);
   const int64_t head_groups = s.q_heads / a.group_pack;
+  SplitLease lease;
   if (a.num_splits > 1) {
     a.ws_rows = s.varlen() ? s.total_q : s.batch * s.q_capacity;
     const size_t n = static_cast<size_t>(a.num_splits) * a.ws_rows * s.q_heads;
-    void* ws = nullptr;
-    check(cudaMallocFromPoolAsync(&ws, n * (Cfg::D + 1) * sizeof(float), workspace_pool(), stream),
-          "cudaMallocFromPoolAsync (split-KV workspace)");
-    a.ws_out = static_cast<float*>(ws);
+    const int64_t units = s.batch * head_groups * a.m_blocks;
+    const int C = std::min(std::max(a.split_chunk, 1), a.num_splits);
+    const int64_t chunks = (a.num_splits + C - 1) / C;
+    const int64_t tickets = in_kernel_merge ? units * (chunks > 1 ? chunks + 1 : 1) : 0;
+    attnkit::detail::require(tickets < (int64_t(1) << 31), "split-KV tickets", tickets, "must be < 2^31");
+    lease = split_workspace(st, stream, static_cast<size_t>(tickets), n * (Cfg::D + 1));
+    a.ws_count = in_kernel_merge ? lease.tickets : nullptr;
+    a.ws_out = lease.floats;
     a.ws_lse = a.ws_out + n * Cfg::D;
   }
   auto kernel = flash_fwd_kernel<Cfg, Mask>;
-  allow_smem(kernel, Cfg::kSmemBytes);
+  allow_smem(kernel, Cfg::kSmemBytes, st.dev);
   const dim3 grid(static_cast<unsigned>(a.m_blocks * a.num_splits), static_cast<unsigned>(head_groups),
                   static_cast<unsigned>(s.batch));
   kernel<<<grid, Cfg::kThreads, Cfg::kSmemBytes, stream>>>(a, mask);
   check_launch("flash_fwd_kernel");
-  if (a.num_splits > 1) {
+  if (a.num_splits > 1 && !in_kernel_merge) {
     const dim3 mgrid(static_cast<unsigned>(s.q_capacity * s.q_heads), static_cast<unsigned>(s.batch));
-    merge_splits_kernel<T, Cfg::D><<<mgrid, 32 * kMergeWarps, 0, stream>>>(a);
+    merge_splits_kernel<typename Cfg::Elem, Cfg::D><<<mgrid, 32 * kMergeWarps, 0, stream>>>(a);
     check_launch("merge_splits_kernel");
-    check(cudaFreeAsync(a.ws_out, stream), "cudaFreeAsync (split-KV workspace)");
   }
+  if (lease.per_call) check(cudaFreeAsync(lease.per_call, stream), "cudaFreeAsync (split-KV workspace)");
 }
 
 // Resident CTAs per SM of a kernel (registers, shared memory), once per
 // kernel and device.
 template <class Kernel>
-int ctas_per_sm(Kernel k, int threads, int smem) {
-  int dev = 0;
-  check(cudaGetDevice(&dev), "cudaGetDevice");
+int ctas_per_sm(Kernel k, int threads, int smem, int dev) {
   static std::mutex mu;
   static std::map<std::pair<const void*, int>, int> cache;
   std::lock_guard<std::mutex> lock(mu);
@@ -159,30 +289,55 @@ int ctas_per_sm(Kernel k, int threads, int smem) {
 // Splits for a decode grid of `work_units` (batch x head group x row block)
 // CTA rows: as many as fit in ONE wave of resident CTAs (`slots`), so no
 // second, partly empty wave streams the tail alone, but at least
-// kMinTilesPerSplit key tiles each: a split's fixed cost (Q load, fp32
-// partial write, its share of the merge) must stay small next to the K/V
-// bytes it streams. Measured on the H100 (B = 1, kv = 4096): one tile per
-// split spent more time on partials than on K/V; a 1.5-wave grid left B = 1,
-// kv = 32768 at 52% of copy bandwidth.
-inline int plan_splits(int64_t work_units, int64_t kv_capacity, int block_n, int64_t slots, int64_t* tiles_per_split) {
-  constexpr int64_t kMinTilesPerSplit = 4;
+// `min_tiles` key tiles each: a split's fixed cost (Q load, fp32 partial
+// write, its share of the merge) must stay small next to the K/V bytes it
+// streams. Measured on the H100 (B = 1, kv = 4096): one tile per split spent
+// more time on partials than on K/V; a 1.5-wave grid left B = 1, kv = 32768
+// at 52% of copy bandwidth.
+inline int plan_splits(int64_t work_units, int64_t kv_capacity, int block_n, int64_t slots, int64_t* tiles_per_split,
+                       int64_t min_tiles = 4) {
   const int64_t n_tiles = std::max<int64_t>(1, (kv_capacity + block_n - 1) / block_n);
   int64_t splits = std::max<int64_t>(1, slots / std::max<int64_t>(1, work_units));
-  splits = std::min<int64_t>(splits, std::max<int64_t>(1, n_tiles / kMinTilesPerSplit));
+  splits = std::min<int64_t>(splits, std::max<int64_t>(1, n_tiles / std::max<int64_t>(1, min_tiles)));
   splits = std::min<int64_t>(splits, 4096);
   const int64_t tps = (n_tiles + splits - 1) / splits;
   *tiles_per_split = tps;
   return static_cast<int>((n_tiles + tps - 1) / tps);
 }
 
+// Splits merged per first-level chunk: the merging CTA is one warp, so one
+// level over S splits reads S partials per row through it; two levels of
+// ~sqrt(S) each keep the merge tail short (chunk merges overlap the splits
+// still streaming). S <= 8: one level.
+inline int plan_split_chunk(int splits) {
+  if (splits <= 8) return splits;
+  int c = 1;
+  while (c * c < splits) ++c;
+  return c;
+}
+
 }  // namespace detail
+
+// Knobs of the decode split plan, for benchmarks (0 = the default).
+struct DecodeTuning {
+  int min_tiles_per_split = 0;  // default 4
+  int ctas_per_sm = 0;          // default: the occupancy API's resident CTAs per SM
+  int split_chunk = 0;          // default plan_split_chunk; >= splits: one-level merge
+  // The split merge inside the attention kernel (atomic tickets, last CTA
+  // merges; one launch per call) instead of merge_splits_kernel after it.
+  // Off by default: measured slower on the H100 at every decode shape of
+  // bench/cuda/NOTES-decode.md (B1 kv4096: 26.6 vs 22.8 us kernel), since its
+  // merging CTA is one warp while the merge kernel spreads the partials over
+  // a CTA of 4 warps per (row, head).
+  bool in_kernel_merge = false;
+};
 
 // One forward call with configuration Cfg. Decode (GQA packing + split-KV)
 // when `decode`, else one CTA per row block of one head. `rope` is read only
 // by configurations with fused RoPE (Cfg::kRope, dispatch.cuh).
 template <class Cfg, class T, class Mask>
 void forward_with(const AttentionParams<T>& p, const Mask& mask, cudaStream_t stream, bool decode,
-                  const FusedRope& rope = FusedRope{}) {
+                  const FusedRope& rope = FusedRope{}, const DecodeTuning& tune = DecodeTuning{}) {
   constexpr float kLog2e = 1.4426950408889634f;
   const ProblemShape& s = p.shape;
   if (s.batch == 0 || s.q_capacity == 0 || s.q_heads == 0) return;
@@ -191,6 +346,7 @@ void forward_with(const AttentionParams<T>& p, const Mask& mask, cudaStream_t st
                            "times the GQA group must be < 2^31 on the GPU");
   attnkit::detail::require(s.kv_capacity < (int64_t(1) << 31), "kv_capacity", s.kv_capacity,
                            "must be < 2^31 on the GPU");
+  detail::DeviceState& st = detail::device_state(detail::current_device());
   FwdArgs<T> a;
   a.p = p;
   a.scale_log2 = p.scale * kLog2e;
@@ -199,12 +355,16 @@ void forward_with(const AttentionParams<T>& p, const Mask& mask, cudaStream_t st
     a.group_pack = Cfg::kPack ? static_cast<int>(s.group()) : 1;
     const int64_t m_blocks = (s.q_capacity * a.group_pack + Cfg::kBlockM - 1) / Cfg::kBlockM;
     const int64_t units = s.batch * (s.q_heads / a.group_pack) * m_blocks;
-    detail::allow_smem(flash_fwd_kernel<Cfg, Mask>, Cfg::kSmemBytes);
-    const int64_t slots = static_cast<int64_t>(detail::device_info().sms) *
-                          detail::ctas_per_sm(flash_fwd_kernel<Cfg, Mask>, Cfg::kThreads, Cfg::kSmemBytes);
-    a.num_splits = detail::plan_splits(units, s.kv_capacity, Cfg::kBlockN, slots, &a.tiles_per_split);
+    auto kernel = flash_fwd_kernel<Cfg, Mask>;
+    detail::allow_smem(kernel, Cfg::kSmemBytes, st.dev);  // before the occupancy query
+    const int per_sm =
+        tune.ctas_per_sm > 0 ? tune.ctas_per_sm : detail::ctas_per_sm(kernel, Cfg::kThreads, Cfg::kSmemBytes, st.dev);
+    const int64_t slots = static_cast<int64_t>(st.sms) * per_sm;
+    a.num_splits = detail::plan_splits(units, s.kv_capacity, Cfg::kBlockN, slots, &a.tiles_per_split,
+                                       tune.min_tiles_per_split > 0 ? tune.min_tiles_per_split : 4);
+    a.split_chunk = tune.split_chunk > 0 ? tune.split_chunk : detail::plan_split_chunk(a.num_splits);
   }
-  detail::launch_fwd<Cfg>(a, mask, stream);
+  detail::launch_fwd<Cfg>(a, mask, stream, st, decode && tune.in_kernel_merge);
 }
 
 // Runs one forward call with head dim D (== Dv) fixed at compile time.

@@ -1,103 +1,233 @@
-// Folds split-KV partials into the output (DESIGN §6):
+// Split-KV merge (DESIGN §6), the one place its math lives on the GPU:
 //   lse = log(sum_s exp(lse_s)),  out = sum_s exp(lse_s - lse) * out_s,
 // where a part with lse_s = -inf (a split that saw no allowed key) adds
 // nothing, and a row whose every part is -inf gets out = 0, lse = -inf.
 // The sink logit joins the denominator here, once, after the merge:
 //   out *= exp(lse) / (exp(lse) + exp(sink)) = 1 / (1 + exp(sink - lse)).
+// The LSE written is the merged one, without the sink (as the unsplit path).
+//
+// Used by merge_splits_kernel (the default, a launch after the attention
+// kernel) and by the split-KV epilogue of flash_fwd_kernel with
+// DecodeTuning::in_kernel_merge (the last CTA of a work unit to finish merges
+// every split of the unit's rows).
+// Partials are read with ld.global.cg (L2, not the SM's L1): they were
+// written by other CTAs of the same launch.
 #pragma once
 
 #include <cuda_runtime.h>
 
-#include "attnkit/cuda/forward_kernel.cuh"
+#include <cstdint>
 
-namespace attnkit::cuda {
+#include "attnkit/cuda/mma.cuh"
 
+namespace attnkit::cuda::detail {
+
+__device__ __forceinline__ float lse_neg_inf() { return -__int_as_float(0x7f800000); }
+
+// Running log-sum-exp state (m, l), value m + log(l): part (m2, l2) folded in.
+// A part with m2 = -inf adds nothing; (-inf, 0) is "no part yet".
+__device__ __forceinline__ void lse_add(float& m, float& l, float m2, float l2) {
+  const float mn = fmaxf(m, m2);
+  if (mn == lse_neg_inf()) return;
+  l = l * __expf(m - mn) + l2 * __expf(m2 - mn);  // exp(-inf) = 0
+  m = mn;
+}
+__device__ __forceinline__ float lse_value(float m, float l) { return m == lse_neg_inf() ? m : m + __logf(l); }
+// Weight of a part in the merged output (0 for a -inf part; lse finite).
+__device__ __forceinline__ float lse_weight(float lse_part, float lse) { return __expf(lse_part - lse); }
+// The sink's share of the denominator, applied once after the merge.
+__device__ __forceinline__ float sink_scale(const float* sink, float lse) {
+  return sink ? 1.f / (1.f + __expf(*sink - lse)) : 1.f;
+}
+
+// One output row to merge: its split-0 partial (lse, out), where it goes, and
+// its head's sink logit (nullptr: none).
+template <class T>
+struct SplitRow {
+  const float* lse = nullptr;  // split s at lse[s * stride]
+  const float* out = nullptr;  // split s at out[s * stride * D], D floats
+  T* dst = nullptr;
+  float* lse_dst = nullptr;  // nullptr: no LSE output
+  const float* sink = nullptr;
+};
+
+// Merges `S` partials (part s of a row at row.lse + s * stride, row.out +
+// s * stride * D) of rows [0, nrows) with one warp; row_at(k) returns
+// SplitRow k. kFinal: writes the output row (storage type, sink applied) and
+// the LSE output; else writes the merged partial (fp32, no sink) in place
+// of part 0, for a later merge (the two-level split merge).
+// One pass, online: kRB rows x kPB parts are loaded at once (every LSE and
+// partial row of the batch in flight together, one L2 round trip per
+// batch), then folded with a running max. Lanes own float4 columns; at
+// D = 64 the two half-warps take alternate parts and combine at the end.
+// kRB x kPB = 2 x 4 keeps the decode kernel at its 168 registers without
+// spills (ptxas, sm_90: 4 x 4 took it to 239, 4 x 2 spilled 16 bytes), so the
+// merge costs no occupancy.
+template <class T, int D, bool kFinal, int kRB = 2, int kPB = 4, class RowAt>
+__device__ __forceinline__ void merge_split_rows_warp(int lane, int nrows, int S, int64_t stride, RowAt row_at) {
+  constexpr int kCols = D / 4;  // float4 columns of a row
+  constexpr int kLanes = kCols >= 32 ? 32 : (32 % kCols == 0 ? kCols : 32);
+  constexpr int kGroups = 32 / kLanes;  // parts taken side by side
+  constexpr int kPer = (kCols + kLanes - 1) / kLanes;
+  const int grp = lane / kLanes, col0 = lane % kLanes;
+  for (int rb = 0; rb < nrows; rb += kRB) {
+    SplitRow<T> rw[kRB];
+    bool ok[kRB];
+#pragma unroll
+    for (int k = 0; k < kRB; ++k) {
+      ok[k] = rb + k < nrows;
+      if (ok[k]) rw[k] = row_at(rb + k);
+    }
+    float m[kRB], l[kRB];
+    float4 acc[kRB][kPer];
+#pragma unroll
+    for (int k = 0; k < kRB; ++k) {
+      m[k] = lse_neg_inf(), l[k] = 0.f;
+#pragma unroll
+      for (int c = 0; c < kPer; ++c) acc[k][c] = make_float4(0.f, 0.f, 0.f, 0.f);
+    }
+    for (int s0 = grp; s0 < S; s0 += kPB * kGroups) {
+      float ls[kRB][kPB];
+      float4 x[kRB][kPB][kPer];
+#pragma unroll
+      for (int k = 0; k < kRB; ++k)
+#pragma unroll
+        for (int pb = 0; pb < kPB; ++pb) {
+          const int sp = s0 + pb * kGroups;
+          const bool valid = ok[k] && sp < S;
+          ls[k][pb] = valid ? __ldcg(rw[k].lse + sp * stride) : lse_neg_inf();
+          const float4* src = reinterpret_cast<const float4*>(rw[k].out + sp * stride * D);
+#pragma unroll
+          for (int c = 0; c < kPer; ++c) {
+            const int col = col0 + c * kLanes;
+            x[k][pb][c] = valid && col < kCols ? __ldcg(src + col) : make_float4(0.f, 0.f, 0.f, 0.f);
+          }
+        }
+#pragma unroll
+      for (int k = 0; k < kRB; ++k)
+#pragma unroll
+        for (int pb = 0; pb < kPB; ++pb) {
+          const float mn = fmaxf(m[k], ls[k][pb]);
+          if (mn == lse_neg_inf()) continue;                              // nothing yet, and this part is absent
+          const float a = __expf(m[k] - mn), w = __expf(ls[k][pb] - mn);  // exp(-inf) = 0
+          l[k] = l[k] * a + w;
+          m[k] = mn;
+#pragma unroll
+          for (int c = 0; c < kPer; ++c) {
+            acc[k][c].x = acc[k][c].x * a + w * x[k][pb][c].x, acc[k][c].y = acc[k][c].y * a + w * x[k][pb][c].y;
+            acc[k][c].z = acc[k][c].z * a + w * x[k][pb][c].z, acc[k][c].w = acc[k][c].w * a + w * x[k][pb][c].w;
+          }
+        }
+    }
+    if constexpr (!kFinal) __syncwarp();  // every lane has read part 0 before it is rewritten
+#pragma unroll
+    for (int k = 0; k < kRB; ++k) {
+      if (!ok[k]) continue;  // warp-uniform
+#pragma unroll
+      for (int off = kLanes; off < 32; off <<= 1) {  // the half-warps' parts (D = 64)
+        const float m2 = __shfl_xor_sync(0xffffffffu, m[k], off), l2 = __shfl_xor_sync(0xffffffffu, l[k], off);
+        const float mn = fmaxf(m[k], m2);
+        const float a = mn == lse_neg_inf() ? 0.f : __expf(m[k] - mn), b = mn == lse_neg_inf() ? 0.f : __expf(m2 - mn);
+#pragma unroll
+        for (int c = 0; c < kPer; ++c) {
+          float4& y = acc[k][c];
+          const float x0 = __shfl_xor_sync(0xffffffffu, y.x, off), x1 = __shfl_xor_sync(0xffffffffu, y.y, off);
+          const float x2 = __shfl_xor_sync(0xffffffffu, y.z, off), x3 = __shfl_xor_sync(0xffffffffu, y.w, off);
+          y.x = y.x * a + x0 * b, y.y = y.y * a + x1 * b, y.z = y.z * a + x2 * b, y.w = y.w * a + x3 * b;
+        }
+        l[k] = l[k] * a + l2 * b;
+        m[k] = mn;
+      }
+      const float lse = lse_value(m[k], l[k]);
+      const bool empty = lse == lse_neg_inf();  // every part -inf: out 0, lse -inf
+      const float post = empty ? 0.f : (kFinal ? sink_scale(rw[k].sink, lse) : 1.f) / l[k];
+#pragma unroll
+      for (int c = 0; c < kPer; ++c) {
+        const float4 y = acc[k][c];
+        const int col = col0 + c * kLanes;
+        if (grp == 0 && col < kCols) {
+          if constexpr (kFinal) {
+            const uint2 v =
+                make_uint2(MmaOps<T>::pack(y.x * post, y.y * post), MmaOps<T>::pack(y.z * post, y.w * post));
+            *reinterpret_cast<uint2*>(rw[k].dst + 4 * col) = v;  // 8-byte aligned: rows are 16-byte aligned
+          } else {
+            reinterpret_cast<float4*>(const_cast<float*>(rw[k].out))[col] =
+                make_float4(y.x * post, y.y * post, y.z * post, y.w * post);
+          }
+        }
+      }
+      if constexpr (kFinal) {
+        if (lane == 0 && rw[k].lse_dst) *rw[k].lse_dst = lse;
+      } else {
+        if (lane == 0) *const_cast<float*>(rw[k].lse) = lse;
+      }
+    }
+  }
+}
+
+// The split merge as a kernel of its own (the default; DecodeTuning::
+// in_kernel_merge runs merge_split_rows_warp in the attention kernel instead): one CTA of kMergeWarps warps per (query
+// row, head), grid (Sq * Hq, B); the warps share out the splits, lanes own float4 columns, the warps' running (max,
+// sum, out) combine through smem.
 inline constexpr int kMergeWarps = 4;
 
-namespace detail {
-// Block-wide reduction over kMergeWarps warps (op: max or sum).
-template <class Op>
-__device__ __forceinline__ float merge_reduce(float x, float* red, Op op) {
-#pragma unroll
-  for (int off = 16; off > 0; off >>= 1) x = op(x, __shfl_xor_sync(0xffffffffu, x, off));
-  __syncthreads();  // `red` may still be read from the previous reduction
-  if (threadIdx.x % 32 == 0) red[threadIdx.x / 32] = x;
-  __syncthreads();
-  x = red[0];
-#pragma unroll
-  for (int w = 1; w < kMergeWarps; ++w) x = op(x, red[w]);
-  return x;
-}
-}  // namespace detail
-
-// One CTA per (query row, head): grid (Sq * Hq, B). The warps share out the
-// splits; each lane owns 4 consecutive output columns, so every partial row
-// is read with 16-byte loads and many loads are in flight at once.
-template <class T, int D>
-__global__ void __launch_bounds__(32 * kMergeWarps) merge_splits_kernel(const FwdArgs<T> a) {
-  using Ops = detail::MmaOps<T>;
-  constexpr int kVec = D / 4;             // float4 columns
-  constexpr int kPer = (kVec + 31) / 32;  // per lane
-  __shared__ float red[kMergeWarps];
-  __shared__ float4 part[kMergeWarps][kVec];
-  const AttentionParams<T>& p = a.p;
-  const ProblemShape& s = p.shape;
+template <class T, int D, class Args>
+__global__ void __launch_bounds__(32 * kMergeWarps) merge_splits_kernel(const Args a) {
+  constexpr int kCols = D / 4, kPer = (kCols + 31) / 32;
+  __shared__ float sm[kMergeWarps], sl[kMergeWarps];
+  __shared__ float4 so[kMergeWarps][kCols];
+  const auto& p = a.p;
+  const auto& s = p.shape;
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   const int64_t b = blockIdx.y;
   const int64_t i = blockIdx.x / s.q_heads, h = blockIdx.x % s.q_heads;
-  const int64_t q_len = detail::clamp_len(s.q_len(b), s.q_capacity);
+  const int64_t q_len = s.q_len(b) < 0 ? 0 : (s.q_len(b) > s.q_capacity ? s.q_capacity : s.q_len(b));
   const int64_t row_limit = s.varlen() ? q_len : s.q_capacity;
   if (i >= row_limit) return;
   const int64_t grow = s.varlen() ? s.q_start(b) + i : b * s.q_capacity + i;
-  const int64_t stride = a.ws_rows * s.q_heads;  // between splits
-  const int64_t base = grow * s.q_heads + h;
-  const int S = a.num_splits;
-
-  float mx = detail::neg_inf();
-  for (int sp = threadIdx.x; sp < S; sp += 32 * kMergeWarps) mx = fmaxf(mx, a.ws_lse[base + sp * stride]);
-  mx = detail::merge_reduce(mx, red, [](float x, float y) { return fmaxf(x, y); });
-  T* dst = p.out_row(b, i, h);
-  if (mx == detail::neg_inf()) {
-    for (int d = threadIdx.x; d < D; d += 32 * kMergeWarps) Ops::store(dst + d, 0.f);
-    if (threadIdx.x == 0 && p.lse) *p.lse_ptr(b, i, h) = detail::neg_inf();
-    return;
-  }
-  float sum = 0.f;
-  for (int sp = threadIdx.x; sp < S; sp += 32 * kMergeWarps) sum += __expf(a.ws_lse[base + sp * stride] - mx);
-  sum = detail::merge_reduce(sum, red, [](float x, float y) { return x + y; });
-  const float lse = mx + __logf(sum);
-
+  const int64_t stride = a.ws_rows * s.q_heads, base = grow * s.q_heads + h;
+  float m = lse_neg_inf(), l = 0.f;
   float4 acc[kPer];
 #pragma unroll
   for (int c = 0; c < kPer; ++c) acc[c] = make_float4(0.f, 0.f, 0.f, 0.f);
 #pragma unroll 4
-  for (int sp = warp; sp < S; sp += kMergeWarps) {
-    const float w = __expf(a.ws_lse[base + sp * stride] - lse);  // 0 for a -inf part
+  for (int sp = warp; sp < a.num_splits; sp += kMergeWarps) {
+    const float ls = __ldcg(a.ws_lse + base + sp * stride);
+    const float mn = fmaxf(m, ls);
+    if (mn == lse_neg_inf()) continue;
+    const float al = __expf(m - mn), w = __expf(ls - mn);
     const float4* src = reinterpret_cast<const float4*>(a.ws_out + (base + sp * stride) * D);
 #pragma unroll
     for (int c = 0; c < kPer; ++c) {
-      if (lane + 32 * c < kVec) {
-        const float4 x = src[lane + 32 * c];
-        acc[c].x += w * x.x, acc[c].y += w * x.y, acc[c].z += w * x.z, acc[c].w += w * x.w;
+      if (lane + 32 * c < kCols) {
+        const float4 x = __ldcg(src + lane + 32 * c);
+        acc[c].x = acc[c].x * al + w * x.x, acc[c].y = acc[c].y * al + w * x.y;
+        acc[c].z = acc[c].z * al + w * x.z, acc[c].w = acc[c].w * al + w * x.w;
       }
     }
+    l = l * al + w;
+    m = mn;
   }
+  if (lane == 0) sm[warp] = m, sl[warp] = l;
 #pragma unroll
   for (int c = 0; c < kPer; ++c)
-    if (lane + 32 * c < kVec) part[warp][lane + 32 * c] = acc[c];
+    if (lane + 32 * c < kCols) so[warp][lane + 32 * c] = acc[c];
   __syncthreads();
-  const float post = p.sink_logits ? 1.f / (1.f + __expf(p.sink_logits[h] - lse)) : 1.f;
-  for (int c = threadIdx.x; c < kVec; c += 32 * kMergeWarps) {
-    float4 x = part[0][c];
-#pragma unroll
-    for (int w = 1; w < kMergeWarps; ++w)
-      x.x += part[w][c].x, x.y += part[w][c].y, x.z += part[w][c].z, x.w += part[w][c].w;
-    Ops::store(dst + 4 * c, x.x * post);
-    Ops::store(dst + 4 * c + 1, x.y * post);
-    Ops::store(dst + 4 * c + 2, x.z * post);
-    Ops::store(dst + 4 * c + 3, x.w * post);
+  float M = lse_neg_inf(), L = 0.f;
+  for (int w = 0; w < kMergeWarps; ++w) lse_add(M, L, sm[w], sl[w]);
+  const float lse = lse_value(M, L);
+  const float post = lse == lse_neg_inf() ? 0.f : sink_scale(p.sink_logits ? p.sink_logits + h : nullptr, lse) / L;
+  auto* dst = p.out_row(b, i, h);
+  for (int c = threadIdx.x; c < kCols; c += 32 * kMergeWarps) {
+    float4 x = make_float4(0.f, 0.f, 0.f, 0.f);
+    for (int w = 0; w < kMergeWarps; ++w) {
+      const float f = sm[w] == lse_neg_inf() ? 0.f : __expf(sm[w] - M);
+      x.x += f * so[w][c].x, x.y += f * so[w][c].y, x.z += f * so[w][c].z, x.w += f * so[w][c].w;
+    }
+    *reinterpret_cast<uint2*>(dst + 4 * c) =
+        make_uint2(MmaOps<T>::pack(x.x * post, x.y * post), MmaOps<T>::pack(x.z * post, x.w * post));
   }
   if (threadIdx.x == 0 && p.lse) *p.lse_ptr(b, i, h) = lse;
 }
 
-}  // namespace attnkit::cuda
+}  // namespace attnkit::cuda::detail
