@@ -453,11 +453,14 @@ void forward_sm90_with(const AttentionParams<T>& p, const Mask& mask, cudaStream
 }
 
 // The configuration the front door uses per head dim and mask type (H100,
-// bench/cuda/NOTES-sm90.md): 2 warpgroups and 128-key tiles, except D = 64
-// without a mask (FullMask), where 64-key tiles measured 402 vs 320 TFLOP/s
-// (B8 N4096) but causal dropped to 214 vs 252, so masked D = 64 keeps 128.
+// bench/cuda/NOTES-sm90.md step 3: CTAs per SM is the lever, not the key
+// tile). D = 128: one warpgroup per CTA, 64-key tiles, two CTAs per SM (one
+// CTA's softmax overlaps the other's MMAs): 475 / 392 TFLOP/s full / causal
+// at B8 N4096 vs 438 / 369 for two lock-stepped warpgroups. D = 64: two
+// warpgroups, 64-key tiles, registers capped for two CTAs per SM: causal 308
+// vs 252 (full: 403, the same as uncapped, which compiles to 128 anyway).
 template <class T, int D, class Mask>
-using Sm90Default = Sm90Config<T, D, (D == 64 && std::is_same_v<Mask, FullMask>) ? 64 : 128>;
+using Sm90Default = std::conditional_t<D == 128, Sm90Config<T, D, 64, 1, 2>, Sm90Config<T, D, 64, 2, 2>>;
 
 // Runs the call on the sm90 kernel when it applies (prefill, head dim D ==
 // Dv, no ALiBi, sm_90a code on a 9.0 device) and returns true; else returns
