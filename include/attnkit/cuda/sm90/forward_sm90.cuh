@@ -446,7 +446,7 @@ void forward_sm90_with(const AttentionParams<T>& p, const Mask& mask, cudaStream
   a.p = p;
   a.scale_log2 = p.scale * kLog2e;
   a.m_blocks = static_cast<int>((s.q_capacity + Cfg::kBlockM - 1) / Cfg::kBlockM);
-  cuda::detail::allow_smem(kernel, Cfg::kSmemBytes);
+  cuda::detail::allow_smem(kernel, Cfg::kSmemBytes, cuda::detail::current_device());
   const dim3 grid(static_cast<unsigned>(a.m_blocks), static_cast<unsigned>(s.q_heads), static_cast<unsigned>(s.batch));
   kernel<<<grid, Cfg::kThreads, Cfg::kSmemBytes, stream>>>(a, mask);
   cuda::detail::check_launch("flash_fwd_sm90_kernel");
