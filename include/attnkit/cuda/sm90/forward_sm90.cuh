@@ -462,19 +462,31 @@ void forward_sm90_with(const AttentionParams<T>& p, const Mask& mask, cudaStream
 template <class T, int D, class Mask>
 using Sm90Default = std::conditional_t<D == 128, Sm90Config<T, D, 64, 1, 2>, Sm90Config<T, D, 64, 2, 2>>;
 
-// Runs the call on the sm90 kernel when it applies (prefill, head dim D ==
-// Dv, no ALiBi, sm_90a code on a 9.0 device) and returns true; else returns
-// false and launches nothing. D is the call's head dim, fixed at compile time.
+// Whether a call goes to the sm90 kernel: prefill, head dim D == Dv, no
+// ALiBi, sm_90a code on a 9.0 device. D is the call's head dim, fixed at
+// compile time. The front door asks exactly this (try_forward_sm90_hdim).
 template <int D, class T, class Mask>
-bool try_forward_sm90_hdim(const AttentionParams<T>& p, const Mask& mask, cudaStream_t stream) {
+bool sm90_applies(const AttentionParams<T>& p) {
   const ProblemShape& s = p.shape;
   if constexpr (D == 64 || D == 128) {
     if (s.q_capacity <= kDecodeMaxQueries || p.alibi_slopes || s.head_dim != D || s.v_head_dim != D) return false;
-    if (!sm90_ready<Sm90Default<T, D, Mask>, Mask>()) return false;
+    return sm90_ready<Sm90Default<T, D, Mask>, Mask>();
+  } else {
+    (void)s;
+    return false;
+  }
+}
+
+// Runs the call on the sm90 kernel when sm90_applies and returns true; else
+// returns false and launches nothing.
+template <int D, class T, class Mask>
+bool try_forward_sm90_hdim(const AttentionParams<T>& p, const Mask& mask, cudaStream_t stream) {
+  if constexpr (D == 64 || D == 128) {
+    if (!sm90_applies<D, T, Mask>(p)) return false;
     forward_sm90_with<Sm90Default<T, D, Mask>>(p, mask, stream);
     return true;
   } else {
-    (void)s, (void)mask, (void)stream;
+    (void)p, (void)mask, (void)stream;
     return false;
   }
 }
