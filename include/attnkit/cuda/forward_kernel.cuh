@@ -173,6 +173,21 @@ struct TileClassifier {
   }
 };
 
+// Row `row`'s run of allowed keys (the mask's key_span), clipped to
+// [0, kv_len); a row past q_len gets an empty run. False: the mask declines
+// this row and the caller uses the predicate. Shared by both CUDA kernels.
+template <class Mask>
+__device__ __forceinline__ bool clipped_key_span(const Mask& mask, const SeqCtx& ctx, int row, int q_len, int kv_len,
+                                                 int& lo_out, int& hi_out) {
+  int64_t lo = 0, hi = 0;
+  bool ok = true;
+  if (row < q_len) ok = mask.key_span(ctx, row, lo, hi);
+  lo = lo < 0 ? 0 : (lo > kv_len ? kv_len : lo);
+  hi = hi < lo ? lo : (hi > kv_len ? kv_len : hi);
+  lo_out = static_cast<int>(lo), hi_out = static_cast<int>(hi);
+  return ok;
+}
+
 }  // namespace detail
 
 template <class Cfg, class Mask>
@@ -321,19 +336,14 @@ __global__ void __launch_bounds__(Cfg::kThreads)
   constexpr bool kSpans = has_key_span<Mask>::value;
   constexpr bool kKeepSpans = kSpans && !key_span_is_arithmetic<Mask>::value;
   [[maybe_unused]] auto row_span = [&](int rr, int& lo_out, int& hi_out) -> bool {
-    int64_t lo = 0, hi = 0;
-    bool ok = true;
     if constexpr (kSpans) {
-      if (row_i(rr) < q_len) {
-        SeqCtx cr = ctx0;
-        cr.head = h0 + row_dh(rr);
-        ok = mask.key_span(cr, row_i(rr), lo, hi);
-      }
+      SeqCtx cr = ctx0;
+      cr.head = h0 + row_dh(rr);
+      return detail::clipped_key_span(mask, cr, row_i(rr), q_len, kv_len, lo_out, hi_out);
+    } else {
+      lo_out = hi_out = 0;
+      return true;
     }
-    lo = lo < 0 ? 0 : (lo > kv_len ? kv_len : lo);
-    hi = hi < lo ? lo : (hi > kv_len ? kv_len : hi);
-    lo_out = static_cast<int>(lo), hi_out = static_cast<int>(hi);
-    return ok;
   };
   [[maybe_unused]] int kept_lo[kKeepSpans ? kR : 1], kept_hi[kKeepSpans ? kR : 1];
   [[maybe_unused]] bool kept_ok = false, kept_found = false;

@@ -176,14 +176,8 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks)
   [[maybe_unused]] bool span_ok[2] = {true, true};
   if constexpr (kSpans) {
 #pragma unroll
-    for (int rr = 0; rr < 2; ++rr) {
-      int64_t lo = 0, hi = 0;
-      const int row = row0 + 8 * rr;
-      if (row < q_len) span_ok[rr] = mask.key_span(ctx, row, lo, hi);
-      lo = lo < 0 ? 0 : (lo > kv_len ? kv_len : lo);
-      hi = hi < lo ? lo : (hi > kv_len ? kv_len : hi);
-      span_lo[rr] = static_cast<int>(lo), span_hi[rr] = static_cast<int>(hi);
-    }
+    for (int rr = 0; rr < 2; ++rr)
+      span_ok[rr] = cuda::detail::clipped_key_span(mask, ctx, row0 + 8 * rr, q_len, kv_len, span_lo[rr], span_hi[rr]);
   }
 
   if (n_first <= n_last) {
