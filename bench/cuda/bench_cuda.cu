@@ -400,7 +400,7 @@ void decode_variants(Flusher& flush, int reps) {
 // prefill kernel on the same shapes (NOTES-sm90.md).
 void variants_sm90(Flusher& flush, int reps) {
   using cuda::sm90::Sm90Config;
-  for (int64_t N : {4096, 16384}) {
+  for (int64_t N : {1024, 4096, 16384}) {
     const int64_t B = 32768 / N;
     prefill_sm90<Sm90Config<T, 128, 128>>("sm90n128 ", "full", FullMask{}, FullMask{}, B, N, 16, 16, flush, reps);
     prefill_sm90<Sm90Config<T, 128, 128>>("sm90n128 ", "causal", CausalMask{}, CausalMask{}, B, N, 16, 16, flush, reps);
@@ -425,6 +425,10 @@ void variants_sm90(Flusher& flush, int reps) {
     prefill_sm90<Sm90Config<T, 64, 128, 1, 2>>("sm90w1n128 ", "causal", CausalMask{}, CausalMask{}, B, N, 32, 32, flush,
                                                reps);
     prefill_sm90<Sm90Config<T, 64, 64, 1, 3>>("sm90w1n64x3 ", "full", FullMask{}, FullMask{}, B, N, 32, 32, flush,
+                                              reps);
+    prefill_sm90<Sm90Config<T, 64, 64, 1, 3>>("sm90w1n64x3 ", "causal", CausalMask{}, CausalMask{}, B, N, 32, 32, flush,
+                                              reps);
+    prefill_sm90<Sm90Config<T, 64, 64, 1, 2>>("sm90w1n64x2 ", "causal", CausalMask{}, CausalMask{}, B, N, 32, 32, flush,
                                               reps);
     prefill_cfg<cuda::Configs<T, 64>::Prefill>("mma.sync ", "full", FullMask{}, FullMask{}, B, N, 32, 32, flush, reps);
     prefill_cfg<cuda::Configs<T, 64>::Prefill>("mma.sync ", "causal", CausalMask{}, CausalMask{}, B, N, 32, 32, flush,

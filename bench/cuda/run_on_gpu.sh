@@ -11,6 +11,7 @@
 #   cp -L "$(dirname "$(which nvcc)")/../lib/libcudart.so.13" .gpu/ && strip .gpu/attnkit_cuda_*
 # then run `bash bench/cuda/run_on_gpu.sh` there with .gpu carried.
 # Knobs: TESTS=0 SANITIZE=0 EXAMPLE=0 BENCH=0 TORCH=0 MOBA=0 VARIANTS=1 PROFILE=1 REPS=20,
+# BENCH_ARGS=--prefill-only (more bench flags), SM90_VARIANTS=1 (the sm90 configurations, own log),
 # TEST_FILTER='[moba]' (a Catch2 test spec), MOBA_SIZES=32768,131072 and
 # MOBA_CONFIGS=4096:12,512:3 (MoBA bench sizes and Bs:top_k configurations),
 # SANITIZE_SPEC='[rope],[moba]' (the memcheck subset; tags, since names contain commas).
@@ -56,9 +57,14 @@ fi
 if [ "${BENCH:-1}" = 1 ]; then
   extra=""
   [ "${VARIANTS:-0}" = 1 ] && extra="--variants"
-  timeout 300 "$BIN/attnkit_cuda_bench" --csv "$OUT/attnkit.csv" --reps "$REPS" $extra >"$OUT/bench.log" 2>&1
+  timeout 300 "$BIN/attnkit_cuda_bench" --csv "$OUT/attnkit.csv" --reps "$REPS" $extra ${BENCH_ARGS:-} \
+    >"$OUT/bench.log" 2>&1
   summary+=("bench: rc=$?")
   grep -E "^variant" "$OUT/bench.log"
+fi
+if [ "${SM90_VARIANTS:-0}" = 1 ]; then
+  timeout 240 "$BIN/attnkit_cuda_bench" --sm90-variants --reps "$REPS" >"$OUT/sm90_variants.log" 2>&1
+  summary+=("sm90 variants: rc=$?")
 fi
 if [ "${PROFILE:-0}" = 1 ]; then
   # Nsight Compute on one D128 causal prefill launch: the details page (stall
@@ -79,3 +85,4 @@ printf '%s\n' "${summary[@]}"
 [ -f "$OUT/torch.log" ] && sed -n '/^=====/,$p' "$OUT/torch.log"
 [ -f "$OUT/torch.log" ] || cat "$OUT/bench.log" 2>/dev/null
 [ -f "$OUT/moba.log" ] && cat "$OUT/moba.log"
+[ -f "$OUT/sm90_variants.log" ] && cat "$OUT/sm90_variants.log"

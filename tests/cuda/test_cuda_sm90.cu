@@ -105,6 +105,51 @@ TEST_CASE("sm90: every mask kind and composition", "[cuda][sm90][mask]") {
   }
 }
 
+// Document masks classify their tiles from the CTA's key runs (SpanSummary)
+// when the ids are sorted: runs with no gap (document alone, & causal), runs
+// with gaps (query ids skipping documents: tiles in a gap are computed fully
+// masked), and unsorted ids (no runs: the mask's classify and predicate).
+TEST_CASE("sm90: document masks: alone, unsorted, query ids with gaps", "[cuda][sm90][mask][document]") {
+  if (!have_sm90()) return;
+  std::mt19937_64 rng(fresh_seed());
+  std::vector<Case> cases = shapes(128);
+  {
+    Case e;  // padded lengths: rows and keys past the valid lengths
+    e.B = 3, e.Sq = 190, e.Sk = 190, e.Hq = 2, e.Hkv = 1, e.D = 128;
+    e.q_lens = {190, 77, 0}, e.kv_lens = {190, 120, 5};
+    cases.push_back(e);
+  }
+  for (const Case& c : cases) {
+    if (c.align == Alignment::TopLeft) continue;  // query documents come from key positions
+    DocIds ids(c.B, c.Sk, rng);
+    check_case<T, 128>(c, DocumentMask(ids.host.data(), c.Sk), DocumentMask(ids.dev->ptr, c.Sk), Entry::Sm90);
+    check_case<T, 128>(c, DocumentMask(ids.host.data(), c.Sk, false), DocumentMask(ids.dev->ptr, c.Sk, false),
+                       Entry::Sm90);
+    // Query documents of their own: every other query takes the document
+    // after its key position's (the last one wraps to the first), so a row
+    // block's runs are two or more, with gaps between them.
+    std::vector<int32_t> qh;
+    for (int64_t b = 0; b < c.B; ++b) {
+      const int32_t last = ids.host[static_cast<size_t>(b * c.Sk + c.Sk - 1)];
+      for (int64_t i = 0; i < c.Sq; ++i) {
+        const int32_t d = ids.host[static_cast<size_t>(b * c.Sk + std::max<int64_t>(c.Sk - c.Sq + i, 0))];
+        qh.push_back(i % 2 ? (d == last ? 0 : d + 1) : d);
+      }
+    }
+    DevBuf<int32_t> qd(qh);
+    DocumentMask mh(ids.host.data(), c.Sk), md(ids.dev->ptr, c.Sk);
+    mh.q_ids = qh.data(), md.q_ids = qd.ptr;
+    mh.q_batch_stride = md.q_batch_stride = c.Sq;
+    check_case<T, 128>(c, mh, md, Entry::Sm90);
+    both<T, 128>(c, mh & CausalMask{}, md & CausalMask{});
+  }
+  for (const Case& c : shapes(64)) {
+    if (c.align == Alignment::TopLeft) continue;
+    DocIds ids(c.B, c.Sk, rng);
+    both<T, 64>(c, DocumentMask(ids.host.data(), c.Sk) & CausalMask{}, DocumentMask(ids.dev->ptr, c.Sk) & CausalMask{});
+  }
+}
+
 TEST_CASE("sm90: padded and varlen layouts, empty sequences", "[cuda][sm90][lengths]") {
   if (!have_sm90()) return;
   Case c;

@@ -13,19 +13,84 @@
 
 namespace attnkit::cuda::detail {
 
+// The key runs (clipped_key_span below) of a set of rows, summarised: their
+// union hull and their intersection. Enough to classify any key range
+// exactly as Empty / Full where the rows' runs leave no gap, and soundly
+// (Partial) where they do: a tile in a gap is then computed with every score
+// masked. Lets a CTA classify its tiles with a few compares instead of the
+// mask's classify, which for a document mask reads ids from global memory
+// on the critical path of every tile.
+struct SpanSummary {
+  int u_lo, u_hi;  // hull of the non-empty runs (empty: u_lo >= u_hi)
+  int x_lo, x_hi;  // intersection of the runs of valid rows
+  int ok;          // 1: no row declined key_span
+
+  __device__ static SpanSummary none(int kv_len) { return SpanSummary{kv_len, 0, 0, kv_len, 1}; }
+  // One row's clipped run; `valid`: the row is below q_len (rows past it are
+  // never written, so they constrain neither Full nor Empty).
+  __device__ void add(int lo, int hi, bool valid, bool row_ok) {
+    ok &= row_ok ? 1 : 0;
+    if (!valid) return;
+    if (lo < hi) u_lo = lo < u_lo ? lo : u_lo, u_hi = hi > u_hi ? hi : u_hi;
+    x_lo = lo > x_lo ? lo : x_lo, x_hi = hi < x_hi ? hi : x_hi;
+  }
+  __device__ void merge(const SpanSummary& o) {
+    u_lo = o.u_lo < u_lo ? o.u_lo : u_lo, u_hi = o.u_hi > u_hi ? o.u_hi : u_hi;
+    x_lo = o.x_lo > x_lo ? o.x_lo : x_lo, x_hi = o.x_hi < x_hi ? o.x_hi : x_hi;
+    ok &= o.ok;
+  }
+  __device__ void warp_reduce() {
+#pragma unroll
+    for (int d = 1; d < 32; d *= 2) {
+      SpanSummary o;
+      o.u_lo = __shfl_xor_sync(0xffffffffu, u_lo, d), o.u_hi = __shfl_xor_sync(0xffffffffu, u_hi, d);
+      o.x_lo = __shfl_xor_sync(0xffffffffu, x_lo, d), o.x_hi = __shfl_xor_sync(0xffffffffu, x_hi, d);
+      o.ok = __shfl_xor_sync(0xffffffffu, ok, d);
+      merge(o);
+    }
+  }
+  // Keys [j0, j1) (already clipped to kv_len).
+  __device__ TileKind classify(int64_t j0, int64_t j1) const {
+    if (j1 <= u_lo || j0 >= u_hi) return TileKind::Empty;
+    if (j0 >= x_lo && j1 <= x_hi) return TileKind::Full;
+    return TileKind::Partial;
+  }
+};
+
+// The CTA-wide summary of every thread's `mine` (all threads call it; one
+// barrier). `red`: 5 ints of shared memory per warp, written once.
+__device__ __forceinline__ SpanSummary cta_span_summary(SpanSummary mine, int* red, int warps) {
+  mine.warp_reduce();
+  const int warp = threadIdx.x / 32;
+  if (threadIdx.x % 32 == 0) {
+    red[5 * warp + 0] = mine.u_lo, red[5 * warp + 1] = mine.u_hi;
+    red[5 * warp + 2] = mine.x_lo, red[5 * warp + 3] = mine.x_hi, red[5 * warp + 4] = mine.ok;
+  }
+  __syncthreads();
+  SpanSummary all{red[0], red[1], red[2], red[3], red[4]};
+  for (int w = 1; w < warps; ++w)
+    all.merge(SpanSummary{red[5 * w], red[5 * w + 1], red[5 * w + 2], red[5 * w + 3], red[5 * w + 4]});
+  return all;
+}
+
 // The tile classifier a CTA uses: rows [i0, i1) of every head it packs,
 // keys [j0, j1) clipped to the valid length. Sound for packed groups: the
-// union over heads is Empty/Full only if every head's tile is.
+// union over heads is Empty/Full only if every head's tile is. With
+// `use_spans` (every row of the CTA has a key run) tiles are classified
+// from `spans`, the CTA's summary, without calling the mask.
 template <class Mask>
 struct TileClassifier {
   const Mask& mask;
   SeqCtx ctx;  // head = first packed head
   int group;
   int64_t i0, i1, kv_len, block_n;
+  bool use_spans = false;
+  SpanSummary spans = SpanSummary{0, 0, 0, 0, 0};
 
   __device__ TileKind range(int64_t n0, int64_t n1) const {  // key tiles [n0, n1)
     const int64_t j0 = n0 * block_n;
     const int64_t j1 = n1 * block_n < kv_len ? n1 * block_n : kv_len;
+    if (use_spans) return spans.classify(j0, j1);
     SeqCtx c = ctx;
     TileKind k = mask.classify(c, i0, i1, j0, j1);
     for (int h = 1; h < group && k != TileKind::Partial; ++h) {

@@ -63,8 +63,10 @@ struct Sm90Config {
   static constexpr int kThreads = 128 * kWarpgroups;
   static constexpr int kSmemQ = kBlockM * D * 2;
   static constexpr int kSmemKV = kBlockN * D * 2;  // one K or V tile
-  // Q, two K buffers, two V buffers, and slack to align the base to 1024.
-  static constexpr int kSmemBytes = kSmemQ + 4 * kSmemKV + 1024;
+  // Q, two K buffers, two V buffers, the key-run summary's reduction (5
+  // ints per warp), and slack to align the base to 1024.
+  static constexpr int kSmemRed = 5 * 4 * (kThreads / 32);
+  static constexpr int kSmemBytes = kSmemQ + 4 * kSmemKV + kSmemRed + 1024;
   static_assert(D == 64 || D == 128, "sm90 kernel: head dim 64 or 128");
   static_assert(kBlockN == 64 || kBlockN == 128, "sm90 kernel: key tile 64 or 128");
   static_assert(kWarpgroups == 1 || kWarpgroups == 2, "sm90 kernel: one or two consumer warpgroups");
@@ -114,12 +116,40 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks)
 
   const int n_tiles = (kv_len + BN - 1) / BN;
   const int i_hi = r0 + BM < q_len ? r0 + BM : q_len;
-  const cuda::detail::TileClassifier<Mask> cls{mask, ctx, 1, r0, i_hi, kv_len, BN};
+  cuda::detail::TileClassifier<Mask> cls{mask, ctx, 1, r0, i_hi, kv_len, BN};
   // This warpgroup's rows, for the full / partial decision per tile.
   const int w_lo = r0 + wg * 64, w_hi = w_lo + 64 < q_len ? w_lo + 64 : q_len;
   const cuda::detail::TileClassifier<Mask> wcls{mask, ctx, 1, w_lo, w_hi, kv_len, BN};
+  const int row0 = w_lo + warp * 16 + g;  // this thread's rows: row0, row0 + 8
+
+  // Masks whose rows are one run of keys (has_key_span, mask/tile.hpp): the
+  // two rows' runs, clipped to [0, kv_len) (rows past q_len: empty), found
+  // once. They classify the CTA's tiles (SpanSummary: no mask call per tile)
+  // and mask partial tiles by two compares per element; a thread whose rows
+  // both contain a tile's keys skips the compares. A row the mask declines
+  // (false) falls back to the classifier and the predicate.
+  constexpr bool kSpans = has_key_span<Mask>::value;
+  [[maybe_unused]] int span_lo[2] = {0, 0}, span_hi[2] = {0, 0};
+  [[maybe_unused]] bool span_ok[2] = {true, true};
+  if constexpr (kSpans) {
+#pragma unroll
+    for (int rr = 0; rr < 2; ++rr)
+      span_ok[rr] = cuda::detail::clipped_key_span(mask, ctx, row0 + 8 * rr, q_len, kv_len, span_lo[rr], span_hi[rr]);
+  }
+
   int n_first = n_tiles, n_last = -1;
   if (r0 < i_hi && n_tiles > 0) {
+    // (Arithmetic runs: the mask's own classify is as cheap, and the
+    // summary's registers would spill at D = 64.)
+    if constexpr (kSpans && !key_span_is_arithmetic<Mask>::value) {
+      cuda::detail::SpanSummary mine = cuda::detail::SpanSummary::none(kv_len);
+#pragma unroll
+      for (int rr = 0; rr < 2; ++rr) mine.add(span_lo[rr], span_hi[rr], row0 + 8 * rr < q_len, span_ok[rr]);
+      int* red = reinterpret_cast<int*>(smem_raw + (s_base - cuda::detail::smem_addr(smem_raw)) + Cfg::kSmemQ +
+                                        4 * Cfg::kSmemKV);
+      const cuda::detail::SpanSummary all = cuda::detail::cta_span_summary(mine, red, Cfg::kThreads / 32);
+      if (all.ok) cls.use_spans = true, cls.spans = all;
+    }
     TileKind k0 = TileKind::Partial;
     n_first = cls.first_nonempty(0, n_tiles, k0);
     if (n_first < n_tiles) n_last = static_cast<int>(cls.last_nonempty(n_first, n_tiles));
@@ -165,20 +195,6 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks)
 #pragma unroll
   for (int i = 0; i < D / 2; ++i) o[i] = 0.f;
   float row_max[2] = {cuda::detail::neg_inf(), cuda::detail::neg_inf()}, row_sum[2] = {0.f, 0.f};
-  const int row0 = w_lo + warp * 16 + g;  // this thread's rows: row0, row0 + 8
-
-  // Masks whose rows are one run of keys (has_key_span, mask/tile.hpp): the
-  // two rows' runs, clipped to [0, kv_len) (rows past q_len: empty), found
-  // once; partial tiles then cost two compares per element. A row the mask
-  // declines (false) falls back to the predicate.
-  constexpr bool kSpans = has_key_span<Mask>::value;
-  [[maybe_unused]] int span_lo[2] = {0, 0}, span_hi[2] = {0, 0};
-  [[maybe_unused]] bool span_ok[2] = {true, true};
-  if constexpr (kSpans) {
-#pragma unroll
-    for (int rr = 0; rr < 2; ++rr)
-      span_ok[rr] = cuda::detail::clipped_key_span(mask, ctx, row0 + 8 * rr, q_len, kv_len, span_lo[rr], span_hi[rr]);
-  }
 
   if (n_first <= n_last) {
     float sc[BN / 2];
@@ -209,7 +225,6 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks)
     // sc); returns the rescale factors of the two rows.
     auto softmax = [&](int n, float(&corr)[2]) {
       const int j_tile = n * BN;
-      const TileKind kind = w_lo < w_hi ? wcls.range(n, n + 1) : TileKind::Empty;
       if (transform) {
 #pragma unroll
         for (int e = 0; e < BN / 2; ++e) {
@@ -217,7 +232,23 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks)
           sc[e] = softcap ? cap_log2 * tanhf(x * cap_inv_scale) : x * a.scale_log2;
         }
       }
-      if (kind != TileKind::Full || j_tile + BN > kv_len) {
+      bool both_spans = false;
+      if constexpr (kSpans) both_spans = span_ok[0] && span_ok[1];
+      if (both_spans) {
+        // Compares only where some key of the tile is outside a row's run.
+        const int lo = span_lo[0] > span_lo[1] ? span_lo[0] : span_lo[1];
+        const int hi = span_hi[0] < span_hi[1] ? span_hi[0] : span_hi[1];
+        if (j_tile < lo || j_tile + BN > hi) {
+#pragma unroll
+          for (int i = 0; i < kNS; ++i)
+#pragma unroll
+            for (int c = 0; c < 4; ++c) {
+              const int rr = c >> 1, j = j_tile + 8 * i + 2 * t + (c & 1);
+              if (j < span_lo[rr] || j >= span_hi[rr]) sc[4 * i + c] = cuda::detail::neg_inf();
+            }
+        }
+      } else if (const TileKind kind = w_lo < w_hi ? wcls.range(n, n + 1) : TileKind::Empty;
+                 kind != TileKind::Full || j_tile + BN > kv_len) {
 #pragma unroll
         for (int i = 0; i < kNS; ++i)
 #pragma unroll
