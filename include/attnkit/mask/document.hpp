@@ -43,27 +43,32 @@ struct DocumentMask : MaskBase<DocumentMask> {
     if (qa == qb && ka == kb && qa == ka) return TileKind::Full;
     return TileKind::Partial;
   }
-  // Sorted ids: the query's document is one run of keys, found by two binary
-  // searches (a kernel does this once per row, not per tile).
+  // Sorted ids: the query's document is one run of keys [first id >= d,
+  // first id > d), found by two binary searches stepped together, so a GPU
+  // thread has both loads of a step in flight at once (a kernel does this
+  // once per row, not per tile, but on the critical path of its start).
   ATTNKIT_HDI bool key_span(const SeqCtx& s, int64_t i, int64_t& lo, int64_t& hi) const {
     if (!sorted) return false;
     const int32_t d = q_doc(s, i);
-    lo = first_key_after(s, d, false);
-    hi = first_key_after(s, d, true);
-    return true;
-  }
-  // First key j in [0, kv_len) with id > d (inclusive: id >= d when !strict), else kv_len.
-  ATTNKIT_HDI int64_t first_key_after(const SeqCtx& s, int32_t d, bool strict) const {
-    int64_t a = 0, b = s.kv_len;
-    while (a < b) {
-      const int64_t m = a + (b - a) / 2;
-      const int32_t id = kv_doc(s, m);
-      if (strict ? id > d : id >= d)
-        b = m;
-      else
-        a = m + 1;
+    int64_t a0 = 0, b0 = s.kv_len, a1 = 0, b1 = s.kv_len;
+    while (a0 < b0 || a1 < b1) {
+      const int64_t m0 = a0 + (b0 - a0) / 2, m1 = a1 + (b1 - a1) / 2;
+      const int32_t id0 = a0 < b0 ? kv_doc(s, m0) : d, id1 = a1 < b1 ? kv_doc(s, m1) : d;
+      if (a0 < b0) {
+        if (id0 >= d)
+          b0 = m0;
+        else
+          a0 = m0 + 1;
+      }
+      if (a1 < b1) {
+        if (id1 > d)
+          b1 = m1;
+        else
+          a1 = m1 + 1;
+      }
     }
-    return a;
+    lo = a0, hi = a1;
+    return true;
   }
 };
 

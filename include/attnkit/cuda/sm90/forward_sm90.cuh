@@ -131,10 +131,21 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks)
   constexpr bool kSpans = has_key_span<Mask>::value;
   [[maybe_unused]] int span_lo[2] = {0, 0}, span_hi[2] = {0, 0};
   [[maybe_unused]] bool span_ok[2] = {true, true};
-  if constexpr (kSpans) {
+  if constexpr (kSpans && key_span_is_arithmetic<Mask>::value) {
 #pragma unroll
     for (int rr = 0; rr < 2; ++rr)
       span_ok[rr] = cuda::detail::clipped_key_span(mask, ctx, row0 + 8 * rr, q_len, kv_len, span_lo[rr], span_hi[rr]);
+  } else if constexpr (kSpans) {
+    // Runs that read memory (binary searches): one row per lane (lanes 16-31
+    // repeat 0-15), then each thread takes its rows' runs from lanes g, g + 8.
+    int lo = 0, hi = 0;
+    const int ok = cuda::detail::clipped_key_span(mask, ctx, w_lo + warp * 16 + lane % 16, q_len, kv_len, lo, hi);
+#pragma unroll
+    for (int rr = 0; rr < 2; ++rr) {
+      span_lo[rr] = __shfl_sync(0xffffffffu, lo, g + 8 * rr);
+      span_hi[rr] = __shfl_sync(0xffffffffu, hi, g + 8 * rr);
+      span_ok[rr] = __shfl_sync(0xffffffffu, ok, g + 8 * rr) != 0;
+    }
   }
 
   int n_first = n_tiles, n_last = -1;
