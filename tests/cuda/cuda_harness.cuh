@@ -63,12 +63,15 @@ struct Outcome {
 };
 
 // How the GPU is called: through the public dispatch (all head dims), one
-// head-dim instantiation of the mma.sync kernel (keeps the test binary's
-// template count down), or the sm90 wgmma kernel explicitly (D 64 / 128).
+// head-dim instantiation of the mma.sync kernel, or the sm90 wgmma kernel
+// explicitly (D 64 / 128). A template argument, so a case compiles only the
+// kernels of its own entry: the public dispatch instantiates every head dim,
+// RoPE form and kernel family per mask type, most of the CUDA tests' compile
+// time when every mask type paid for it.
 enum class Entry { Dispatch, Hdim, Sm90 };
 
-template <class T, int D, class MaskH, class MaskD>
-Outcome run_case(const Case& c, const MaskH& mask_host, const MaskD& mask_dev, Entry entry = Entry::Hdim) {
+template <class T, int D, Entry kEntry = Entry::Hdim, class MaskH, class MaskD>
+Outcome run_case(const Case& c, const MaskH& mask_host, const MaskD& mask_dev) {
   const uint64_t seed = fresh_seed();
   INFO("seed " << seed << " B=" << c.B << " Sq=" << c.Sq << " Sk=" << c.Sk << " Hq=" << c.Hq << " Hkv=" << c.Hkv
                << " D=" << c.D);
@@ -153,9 +156,9 @@ Outcome run_case(const Case& c, const MaskH& mask_host, const MaskD& mask_dev, E
   ReferenceOutput ref;
   std::vector<T> naive;
   auto run_gpu = [&](const AttentionParams<T>& p) {
-    if (entry == Entry::Dispatch) {
+    if constexpr (kEntry == Entry::Dispatch) {
       cuda::attention_forward(p, mask_dev, od);
-    } else if (entry == Entry::Sm90) {
+    } else if constexpr (kEntry == Entry::Sm90) {
       if constexpr (D == 64 || D == 128) {
         cuda::check_gpu_problem(p, od);
         cuda::sm90::forward_sm90_with<cuda::sm90::Sm90Default<T, D, MaskD>>(p, mask_dev,
@@ -224,13 +227,13 @@ inline void check_outcome(const Outcome& r) {
   CHECK(r.lse_err <= 5e-3);
 }
 
-template <class T, int D, class MaskH, class MaskD>
-void check_case(const Case& c, const MaskH& mh, const MaskD& md, Entry entry = Entry::Hdim) {
-  check_outcome(run_case<T, D>(c, mh, md, entry));
+template <class T, int D, Entry kEntry = Entry::Hdim, class MaskH, class MaskD>
+void check_case(const Case& c, const MaskH& mh, const MaskD& md) {
+  check_outcome(run_case<T, D, kEntry>(c, mh, md));
 }
-template <class T, int D, class Mask>
-void check_case(const Case& c, const Mask& m, Entry entry = Entry::Hdim) {
-  check_outcome(run_case<T, D>(c, m, m, entry));
+template <class T, int D, Entry kEntry = Entry::Hdim, class Mask>
+void check_case(const Case& c, const Mask& m) {
+  check_outcome(run_case<T, D, kEntry>(c, m, m));
 }
 
 }  // namespace attnkit_cuda_test

@@ -10,17 +10,17 @@ TEST_CASE("cuda f16: causal, full and window", "[cuda][f16]") {
   for (int64_t sq : {1, 7, 65, 257}) {
     Case c;
     c.B = 2, c.Sq = sq, c.Sk = 300, c.Hq = 8, c.Hkv = 2;
-    check_case<H, 128>(c, CausalMask{}, Entry::Dispatch);
-    check_case<H, 128>(c, FullMask{}, Entry::Dispatch);
+    check_case<H, 128, Entry::Dispatch>(c, CausalMask{});
+    check_case<H, 128, Entry::Dispatch>(c, FullMask{});
     c.D = 64;
-    check_case<H, 64>(c, CausalMask{}, Entry::Dispatch);
+    check_case<H, 64, Entry::Dispatch>(c, CausalMask{});
   }
   Case c;
   c.Hq = 4, c.Hkv = 1;
   c.seq_q = {33, 1, 200};
   c.seq_k = {33, 600, 250};
   c.softcap = 20.f, c.sink = true, c.alibi = true;
-  check_case<H, 128>(c, CausalMask{}, Entry::Dispatch);
+  check_case<H, 128, Entry::Dispatch>(c, CausalMask{});
 }
 
 namespace {

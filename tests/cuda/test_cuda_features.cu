@@ -11,14 +11,14 @@ TEST_CASE("cuda: head dims 64, 96, 128, 256", "[cuda][hdim]") {
     Case c;
     c.B = 2, c.Sq = n, c.Sk = n + 5, c.Hq = 4, c.Hkv = 2;
     c.D = 64;
-    check_case<T, 64>(c, CausalMask{}, Entry::Dispatch);
-    check_case<T, 64>(c, FullMask{}, Entry::Dispatch);
+    check_case<T, 64, Entry::Dispatch>(c, CausalMask{});
+    check_case<T, 64, Entry::Dispatch>(c, FullMask{});
     c.D = 96;
-    check_case<T, 96>(c, CausalMask{}, Entry::Dispatch);
-    check_case<T, 96>(c, FullMask{}, Entry::Dispatch);
+    check_case<T, 96, Entry::Dispatch>(c, CausalMask{});
+    check_case<T, 96, Entry::Dispatch>(c, FullMask{});
     c.D = 256;
-    check_case<T, 256>(c, CausalMask{}, Entry::Dispatch);
-    check_case<T, 256>(c, FullMask{}, Entry::Dispatch);
+    check_case<T, 256, Entry::Dispatch>(c, CausalMask{});
+    check_case<T, 256, Entry::Dispatch>(c, FullMask{});
   }
 }
 
@@ -139,7 +139,7 @@ TEST_CASE("cuda: runs on a user stream", "[cuda][stream]") {
 TEST_CASE("cuda: a 1M-token KV cache (64-bit index math)", "[cuda][large]") {
   Case c;
   c.B = 2, c.Sq = 1, c.Sk = (int64_t(1) << 20) + 3, c.Hq = 2, c.Hkv = 1, c.D = 64;
-  check_case<T, 64>(c, CausalMask{}, Entry::Dispatch);
+  check_case<T, 64, Entry::Dispatch>(c, CausalMask{});
 }
 
 TEST_CASE("cuda: RoPE (fused): styles, partial rotary, scalings, alignments, varlen", "[cuda][rope]") {
@@ -153,18 +153,18 @@ TEST_CASE("cuda: RoPE (fused): styles, partial rotary, scalings, alignments, var
   for (const RopeConfig* cfg : {&half, &inter, &partial, &llama3, &yarn}) {
     Case c;
     c.B = 2, c.Sq = 100, c.Sk = 300, c.Hq = 8, c.Hkv = 2, c.rope = cfg;
-    check_case<T, 128>(c, CausalMask{}, Entry::Dispatch);
+    check_case<T, 128, Entry::Dispatch>(c, CausalMask{});
     c.Sq = 3;  // decode
-    check_case<T, 128>(c, CausalMask{}, Entry::Dispatch);
+    check_case<T, 128, Entry::Dispatch>(c, CausalMask{});
   }
   Case c;
   c.B = 1, c.Sq = 70, c.Sk = 50, c.Hq = 4, c.Hkv = 4, c.rope = &half, c.align = Alignment::TopLeft;
-  check_case<T, 128>(c, CausalMask{}, Entry::Dispatch);
+  check_case<T, 128, Entry::Dispatch>(c, CausalMask{});
   Case v;
   v.Hq = 4, v.Hkv = 2, v.rope = &inter;
   v.seq_q = {30, 1, 65};
   v.seq_k = {30, 200, 65};
-  check_case<T, 128>(v, CausalMask{}, Entry::Dispatch);
+  check_case<T, 128, Entry::Dispatch>(v, CausalMask{});
 }
 
 // ---- Split-KV decode: the merge inside the kernel, per-stream workspaces ----
@@ -326,12 +326,12 @@ TEST_CASE("cuda decode: head dims 64, 96, 256 through the split merge", "[cuda][
   c.B = 1, c.Sq = 2, c.Sk = 9000, c.Hq = 8, c.Hkv = 2, c.sink = true;
   c.D = 64;
   CHECK(planned_splits<64, CausalMask>(c.B, c.Sq, c.Sk, c.Hq, c.Hkv) > 1);
-  check_case<T, 64>(c, CausalMask{}, Entry::Dispatch);
+  check_case<T, 64, Entry::Dispatch>(c, CausalMask{});
   c.D = 96;
-  check_case<T, 96>(c, CausalMask{}, Entry::Dispatch);
+  check_case<T, 96, Entry::Dispatch>(c, CausalMask{});
   c.D = 256;
   CHECK(planned_splits<256, CausalMask>(c.B, c.Sq, c.Sk, c.Hq, c.Hkv) > 1);
-  check_case<T, 256>(c, CausalMask{}, Entry::Dispatch);
+  check_case<T, 256, Entry::Dispatch>(c, CausalMask{});
 }
 
 TEST_CASE("cuda decode: varlen with splits", "[cuda][decode][split][varlen]") {
@@ -354,7 +354,7 @@ TEST_CASE("cuda decode: repeated calls reuse the workspace and its tickets", "[c
     for (const Shape sh : {Shape{2, 1, 9000}, Shape{1, 1, 40000}, Shape{3, 5, 700}, Shape{1, 16, 33000}}) {
       Case c;
       c.B = sh.B, c.Sq = sh.Sq, c.Sk = sh.Sk, c.Hq = 8, c.Hkv = 2;
-      check_case<T, 128>(c, CausalMask{}, Entry::Dispatch);
+      check_case<T, 128, Entry::Dispatch>(c, CausalMask{});
     }
   // The same problem three times in a row: identical results (the merge order
   // is fixed, whichever CTA merges).

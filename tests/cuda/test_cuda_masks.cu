@@ -28,8 +28,8 @@ std::vector<Case> mask_shapes() {
 
 TEST_CASE("cuda masks: full and causal through the dispatch", "[cuda][mask]") {
   for (const Case& c : mask_shapes()) {
-    check_case<T, 128>(c, FullMask{}, Entry::Dispatch);
-    check_case<T, 128>(c, CausalMask{}, Entry::Dispatch);
+    check_case<T, 128, Entry::Dispatch>(c, FullMask{});
+    check_case<T, 128, Entry::Dispatch>(c, CausalMask{});
   }
 }
 

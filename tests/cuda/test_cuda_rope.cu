@@ -299,10 +299,10 @@ TEST_CASE("cuda rope: varlen (absolute, host-rotated reference)", "[cuda][rope][
     v.Hq = 8, v.Hkv = 2, v.rope = cfg;
     v.seq_q = {100, 1, 0, 257, 63};
     v.seq_k = {100, 40, 7, 257, 300};
-    check_case<BF, 128>(v, CausalMask{}, Entry::Dispatch);
+    check_case<BF, 128, Entry::Dispatch>(v, CausalMask{});
     v.seq_q = {1, 16, 5, 0};  // decode-sized varlen
     v.seq_k = {1000, 77, 0, 4000};
-    check_case<BF, 128>(v, CausalMask{}, Entry::Dispatch);
+    check_case<BF, 128, Entry::Dispatch>(v, CausalMask{});
   }
 }
 

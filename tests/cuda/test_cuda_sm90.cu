@@ -23,8 +23,8 @@ bool have_sm90() {
 // Both entries on the same case.
 template <class U, int D, class MaskH, class MaskD>
 void both(const Case& c, const MaskH& mh, const MaskD& md) {
-  check_case<U, D>(c, mh, md, Entry::Sm90);
-  check_case<U, D>(c, mh, md, Entry::Dispatch);
+  check_case<U, D, Entry::Sm90>(c, mh, md);
+  check_case<U, D, Entry::Dispatch>(c, mh, md);
 }
 template <class U, int D, class Mask>
 void both(const Case& c, const Mask& m) {
@@ -122,9 +122,9 @@ TEST_CASE("sm90: document masks: alone, unsorted, query ids with gaps", "[cuda][
   for (const Case& c : cases) {
     if (c.align == Alignment::TopLeft) continue;  // query documents come from key positions
     DocIds ids(c.B, c.Sk, rng);
-    check_case<T, 128>(c, DocumentMask(ids.host.data(), c.Sk), DocumentMask(ids.dev->ptr, c.Sk), Entry::Sm90);
-    check_case<T, 128>(c, DocumentMask(ids.host.data(), c.Sk, false), DocumentMask(ids.dev->ptr, c.Sk, false),
-                       Entry::Sm90);
+    check_case<T, 128, Entry::Sm90>(c, DocumentMask(ids.host.data(), c.Sk), DocumentMask(ids.dev->ptr, c.Sk));
+    check_case<T, 128, Entry::Sm90>(c, DocumentMask(ids.host.data(), c.Sk, false),
+                                    DocumentMask(ids.dev->ptr, c.Sk, false));
     // Query documents of their own: every other query takes the document
     // after its key position's (the last one wraps to the first), so a row
     // block's runs are two or more, with gaps between them.
@@ -140,7 +140,7 @@ TEST_CASE("sm90: document masks: alone, unsorted, query ids with gaps", "[cuda][
     DocumentMask mh(ids.host.data(), c.Sk), md(ids.dev->ptr, c.Sk);
     mh.q_ids = qh.data(), md.q_ids = qd.ptr;
     mh.q_batch_stride = md.q_batch_stride = c.Sq;
-    check_case<T, 128>(c, mh, md, Entry::Sm90);
+    check_case<T, 128, Entry::Sm90>(c, mh, md);
     both<T, 128>(c, mh & CausalMask{}, md & CausalMask{});
   }
   for (const Case& c : shapes(64)) {
@@ -217,7 +217,7 @@ TEST_CASE("sm90: softcap, sink logits, scale", "[cuda][sm90][options]") {
   }
   Case c;  // ALiBi is not in the sm90 kernel: the front door falls back
   c.B = 1, c.Sq = 200, c.Sk = 200, c.Hq = 4, c.Hkv = 2, c.alibi = true;
-  check_case<T, 128>(c, CausalMask{}, Entry::Dispatch);
+  check_case<T, 128, Entry::Dispatch>(c, CausalMask{});
 }
 
 // The front door runs the sm90 kernel: its routing predicate says so for
