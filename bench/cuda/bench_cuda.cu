@@ -387,7 +387,7 @@ void decode_variants(Flusher& flush, int reps) {
   // 2 warps, chunked in-kernel merges; see NOTES-decode.md.)
   for (int64_t kv : {4096, 32768, 131072}) {
     decode_cfg<W1N32>("old-w1n32 ", 1, kv, flush, reps, false);
-    decode_cfg<Cta>("in-kernel-merge ", 1, kv, flush, reps, false, {0, 0, 0, true});
+    decode_cfg<Cta>("merge-kernel ", 1, kv, flush, reps, false, {0, 0, 0, false});
     decode_cfg<DecodeConfig<T, 128, 4, 32, 2>>("w4n32s2 ", 1, kv, flush, reps, false);
     decode_cfg<DecodeConfig<T, 128, 8, 16, 3>>("w8n16s3 ", 1, kv, flush, reps, false);
     decode_cfg<DecodeConfig<T, 128, 2, 32, 3>>("w2n32s3 ", 1, kv, flush, reps, false);
@@ -396,7 +396,7 @@ void decode_variants(Flusher& flush, int reps) {
   }
   for (int64_t kv : {4096, 32768}) {
     decode_cfg<W1N32>("old-w1n32 ", 8, kv, flush, reps, false);
-    decode_cfg<Cta>("in-kernel-merge ", 8, kv, flush, reps, false, {0, 0, 0, true});
+    decode_cfg<Cta>("merge-kernel ", 8, kv, flush, reps, false, {0, 0, 0, false});
     decode_cfg<DecodeConfig<T, 128, 8, 16, 3>>("w8n16s3 ", 8, kv, flush, reps, false);
     decode_cfg<DecodeConfig<T, 128, 2, 32, 3>>("w2n32s3 ", 8, kv, flush, reps, false);
   }
@@ -406,8 +406,8 @@ void decode_variants(Flusher& flush, int reps) {
     const char* tag = mode == Flusher::Clean ? "clean-flush " : "no-flush ";
     for (int64_t kv : {4096, 32768, 131072}) decode_cfg<Cta>(tag, 1, kv, flush, reps, false);
     decode_cfg<Cta>(tag, 8, 32768, flush, reps, false);
-    decode_cfg<Cta>(mode == Flusher::Clean ? "clean-flush in-kernel-merge " : "no-flush in-kernel-merge ", 1, 4096,
-                    flush, reps, false, {0, 0, 0, true});
+    decode_cfg<Cta>(mode == Flusher::Clean ? "clean-flush merge-kernel " : "no-flush merge-kernel ", 1, 4096, flush,
+                    reps, false, {0, 0, 0, false});
   }
   flush.mode = Flusher::Dirty;
 }

@@ -45,6 +45,17 @@ if [ "${NCU:-0}" = 1 ]; then
   prof new_b1_kv4096 flash_decode --one-decode --one-decode-kv 4096
   prof old_b1_kv32768 flash_fwd --one-decode-old --one-decode-kv 32768
 fi
+if [ "${NCU_FULL:-0}" = 1 ]; then
+  # Full set with per-instruction stall samples on one decode launch
+  # (NCU_ARGS: bench arguments, default B1 kv32768 on flash_decode_kernel).
+  timeout 150 ncu --launch-skip 3 --launch-count 1 -k "regex:${NCU_KERNEL:-flash_decode}" --set full \
+    --import-source no -o "$OUT/prof" -f "$BIN/attnkit_cuda_bench" ${NCU_ARGS:---one-decode --one-decode-kv 32768} \
+    >"$OUT/ncu_full.log" 2>&1
+  summary+=("ncu full: rc=$?")
+  ncu --import "$OUT/prof.ncu-rep" --page details >"$OUT/prof_details.txt" 2>&1
+  ncu --import "$OUT/prof.ncu-rep" --page source --print-source sass --csv >"$OUT/prof_sass.csv" 2>&1
+  grep -E "Stall|stall" "$OUT/prof_details.txt" | head -30
+fi
 if [ "${BENCH:-1}" = 1 ]; then
   extra="--decode"
   [ "${VARIANTS:-0}" = 1 ] && extra="$extra --variants"

@@ -1,7 +1,7 @@
 // Host side of one forward call: pick the kernel configuration (prefill or
 // split-KV decode), size the grid, take the stream's cached split-KV
-// workspace, launch (decode: the attention kernel, then merge_splits_kernel,
-// or one kernel with the merge inside: DecodeTuning::in_kernel_merge),
+// workspace, launch (decode: the attention kernel with the split merge inside,
+// or then merge_splits_kernel: DecodeTuning::in_kernel_merge),
 // check. Head dim and mask are already compile-time here. A FwdConfig runs
 // flash_fwd_kernel (prefill; fused-RoPE decode), a DecodeConfig runs
 // flash_decode_kernel (decode_kernel.cuh: every other decode).
@@ -76,6 +76,7 @@ struct DeviceState {
   static constexpr size_t kMaxStreams = 16;
   int dev = 0;
   int sms = 132;
+  int smem_optin = 48 * 1024;  // largest dynamic shared memory a CTA can opt in to
   cudaMemPool_t pool = nullptr;
   std::mutex mu;  // guards `split` and `tick`
   std::vector<std::unique_ptr<SplitWorkspace>> split;
@@ -97,6 +98,8 @@ inline DeviceState& device_state(int dev) {
   auto made = std::make_unique<DeviceState>();
   made->dev = dev;
   check(cudaDeviceGetAttribute(&made->sms, cudaDevAttrMultiProcessorCount, dev), "cudaDeviceGetAttribute");
+  check(cudaDeviceGetAttribute(&made->smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev),
+        "cudaDeviceGetAttribute");
   // The workspace pool keeps its memory (release threshold = max): the
   // default pool would hand pages back at every synchronisation and re-map
   // them on the next call, which costs more than a decode call itself.
@@ -341,13 +344,16 @@ struct DecodeTuning {
   int min_tiles_per_split = 0;  // default 4 (DecodeConfig: kMinTilesPerSplit)
   int ctas_per_sm = 0;          // default: the occupancy API's resident CTAs per SM
   int split_chunk = 0;          // default plan_split_chunk; >= splits: one-level merge (DecodeConfig: always one level)
-  // The split merge inside the attention kernel (atomic tickets, last CTA
-  // merges; one launch per call) instead of merge_splits_kernel after it.
-  // Off by default: measured slower on the H100 at every decode shape of
-  // bench/cuda/NOTES-decode.md (B1 kv4096: 26.6 vs 22.8 us kernel), since its
-  // merging CTA is one warp while the merge kernel spreads the partials over
-  // a CTA of 4 warps per (row, head).
-  bool in_kernel_merge = false;
+  // Where the split partials are merged: -1 the configuration's default,
+  // 0 merge_splits_kernel after the attention kernel, 1 inside the attention
+  // kernel (atomic tickets, the last CTA of a unit merges; one launch per
+  // call). Defaults, both measured on the H100 (bench/cuda/NOTES-decode.md):
+  // DecodeConfig (flash_decode_kernel) merges inside, faster at every decode
+  // shape of Session 5 (its merging CTA has 4 warps, one row each: B1 kv4096
+  // 19.3 vs 20.8 us, B1 kv32768 66.4 vs 68.6 us); FwdConfig (the one-warp
+  // flash_fwd_kernel decode) uses the merge kernel (its in-kernel merge
+  // funnels a unit through one warp: B1 kv4096 26.6 vs 22.8 us).
+  int in_kernel_merge = -1;
 };
 
 // One forward call with configuration Cfg. Decode (GQA packing + split-KV)
@@ -388,15 +394,22 @@ void forward_with(const AttentionParams<T>& p, const Mask& mask, cudaStream_t st
     else
       a.split_chunk = tune.split_chunk > 0 ? tune.split_chunk : detail::plan_split_chunk(a.num_splits);
   }
-  detail::launch_fwd<Cfg>(a, mask, stream, st, decode && tune.in_kernel_merge);
+  const bool in_kernel = tune.in_kernel_merge < 0 ? IsDecodeConfig<Cfg>::value : tune.in_kernel_merge != 0;
+  detail::launch_fwd<Cfg>(a, mask, stream, st, decode && in_kernel);
 }
 
 // Runs one forward call with head dim D (== Dv) fixed at compile time.
-// Decode runs flash_decode_kernel (Configs::DecodeCta).
+// Decode runs flash_decode_kernel (Configs::DecodeCta) where the device lets a
+// CTA have its shared memory (Hopper: 227 KB; D = 128 takes 213 KB), else the
+// one-warp flash_fwd_kernel decode (Configs::Decode, 39 KB at D = 128).
 template <int D, class T, class Mask>
 void forward_hdim(const AttentionParams<T>& p, const Mask& mask, cudaStream_t stream) {
-  if (p.shape.q_capacity <= kDecodeMaxQueries)
-    forward_with<typename Configs<T, D>::DecodeCta>(p, mask, stream, true);
+  using Cta = typename Configs<T, D>::DecodeCta;
+  if (p.shape.q_capacity <= kDecodeMaxQueries &&
+      Cta::kSmemBytes > detail::device_state(detail::current_device()).smem_optin)
+    forward_with<typename Configs<T, D>::Decode>(p, mask, stream, true);
+  else if (p.shape.q_capacity <= kDecodeMaxQueries)
+    forward_with<Cta>(p, mask, stream, true);
   else
     forward_with<typename Configs<T, D>::Prefill>(p, mask, stream, false);
 }
