@@ -7,21 +7,23 @@
 //    forward_kernel.cuh's packing) of one (batch, head group) and one split of
 //    the key range; its kWarps warps share those rows and split the split's
 //    key tiles between them round robin (warp w: tiles n_first + w, + kWarps...);
-//  * each warp streams its own tiles through a private kStages-deep ring of
-//    smem buffers (no CTA barrier in the main loop: a warp waits only for its
-//    own copies), so a CTA keeps kWarps x (kStages - 1) tiles of K and V in
+//  * each warp streams its own tiles through a private kStages-deep cp.async
+//    ring (no CTA barrier in the main loop: a warp waits only for its own
+//    copies), so a CTA keeps kWarps x (kStages - 1) tiles of K and V in
 //    flight while it computes; the decode config fills the SM with one or two
-//    such CTAs (H100: 213 KB of smem at D = 128, one CTA per SM). On sm_90
-//    the copies are TMA bulk copies, one per K or V row, completing on one
-//    mbarrier per buffer: profiled with cp.async (16 bytes a lane, 32
-//    instructions a lane per tile) the warps spent 38% of their stall samples
-//    issuing copies (long-scoreboard waits on the LDGSTS source registers)
-//    and none waiting for data. Older GPUs use cp.async;
+//    such CTAs (H100: 213 KB of smem at D = 128, one CTA per SM). Measured
+//    (bench/cuda/NOTES-decode.md, Session 5): the warps never wait for data
+//    (no stall samples at the cp.async wait); 38% of their stall samples are
+//    in issuing the copies (32 16-byte cp.async per lane and tile). TMA bulk
+//    copies of one K/V row each (64 per tile) were tried instead: slower
+//    (B1 kv32768 70.8 vs 56.8 us under ncu) and they failed a varlen test, so
+//    they were taken out; a 2D tensor-map copy per tile is the untried next step;
 //  * each warp keeps its own running max / sum / O over its tiles (the
 //    mma.sync m16n8k16 math of flash_fwd_kernel, one m-tile), and the CTA
 //    merges the warps through smem at the end: one fp32 partial per split
 //    (merged by merge_splits_kernel, or by the CTA that takes a unit's last
-//    ticket, DecodeTuning::in_kernel_merge) or the output directly;
+//    ticket, DecodeTuning::in_kernel_merge: the default here) or the output
+//    directly;
 //  * masks, softcap, ALiBi, sinks, LSE, varlen and padded lengths as in
 //    flash_fwd_kernel: tiles classified by the TileClassifier (empty tiles are
 //    never loaded, full tiles skip the per-element check), partial tiles
@@ -42,53 +44,6 @@
 #include "attnkit/mask/traits.hpp"
 
 namespace attnkit::cuda {
-
-namespace detail {
-
-// sm_90 bulk copies (the TMA engine, no tensor map): global -> shared,
-// completion counted in bytes on an mbarrier. Compiled for sm_90+ only;
-// older targets load with cp.async (flash_decode_kernel picks at compile time).
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-#define ATTNKIT_DECODE_BULK 1
-#else
-#define ATTNKIT_DECODE_BULK 0
-#endif
-__device__ __forceinline__ void mbar_init(uint32_t bar, unsigned count) {
-#if ATTNKIT_DECODE_BULK
-  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count) : "memory");
-  asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
-#endif
-}
-__device__ __forceinline__ void mbar_expect_tx(uint32_t bar, uint32_t bytes) {
-#if ATTNKIT_DECODE_BULK
-  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes) : "memory");
-#endif
-}
-__device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t parity) {
-#if ATTNKIT_DECODE_BULK
-  asm volatile(
-      "{\n.reg .pred p;\nWAIT:\nmbarrier.try_wait.parity.shared::cta.b64 p, [%0], %1;\n@p bra DONE;\nbra "
-      "WAIT;\nDONE:\n}\n" ::"r"(bar),
-      "r"(parity)
-      : "memory");
-#endif
-}
-// Orders this thread's earlier generic-proxy accesses to shared memory
-// before later async-proxy (bulk copy) writes to it.
-__device__ __forceinline__ void fence_proxy_async() {
-#if ATTNKIT_DECODE_BULK
-  asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
-#endif
-}
-__device__ __forceinline__ void bulk_g2s(uint32_t dst, const void* src, uint32_t bytes, uint32_t bar) {
-#if ATTNKIT_DECODE_BULK
-  asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n" ::"r"(dst),
-               "l"(src), "r"(bytes), "r"(bar)
-               : "memory");
-#endif
-}
-
-}  // namespace detail
 
 // Compile-time shape of one decode kernel instantiation: kWarps warps share
 // 16 packed rows, each streams tiles of kBlockN keys through kStages smem
@@ -138,8 +93,6 @@ __global__ void __launch_bounds__(Cfg::kThreads)
 
   extern __shared__ __align__(16) unsigned char smem_raw[];
   __shared__ unsigned s_last;  // in-kernel merge: this CTA took its unit's last ticket
-  constexpr bool kBulk = ATTNKIT_DECODE_BULK;
-  __shared__ __align__(8) unsigned long long s_bar[kBulk ? kW * kS : 1];  // per warp and stage: K/V landed
   const uint32_t sQ = detail::smem_addr(smem_raw);
 
   const AttentionParams<T>& p = a.p;
@@ -231,47 +184,9 @@ __global__ void __launch_bounds__(Cfg::kThreads)
       }
     }
   };
-  // sm_90: one bulk copy per K row and per V row (D * 2 bytes each), two per
-  // lane at kBlockN = 32, counted on the stage's mbarrier; V rows past
-  // kv_len are zeroed by the warp (K rows there are never used: those keys
-  // are masked). Before sm_90: cp.async, one commit group per tile.
-  const uint32_t bar0 = detail::smem_addr(s_bar) + warp * kS * 8;
-  [[maybe_unused]] unsigned phase = 0;  // bit s: parity of stage s's next completion
   auto load_tile = [&](int stage, int n) {
-    const uint32_t dk = sW + stage * 2 * Cfg::kSmemKV, dv = dk + Cfg::kSmemKV;
-    if constexpr (kBulk) {
-      const int j0 = n * kBlockN;
-      const int rows_ok = kv_len - j0 < kBlockN ? kv_len - j0 : kBlockN;
-      detail::fence_proxy_async();  // this lane's reads / zero writes of the buffer come first
-      __syncwarp();
-      if (lane == 0) detail::mbar_expect_tx(bar0 + stage * 8, static_cast<uint32_t>(rows_ok) * D * 2 * 2);
-#pragma unroll
-      for (int r = lane; r < kBlockN; r += 32) {
-        if (r < rows_ok) {
-          detail::bulk_g2s(dk + r * kStride * 2, k_base + (j0 + r) * p.k_layout.row_stride, D * 2, bar0 + stage * 8);
-          detail::bulk_g2s(dv + r * kStride * 2, v_base + (j0 + r) * p.v_layout.row_stride, D * 2, bar0 + stage * 8);
-        } else {
-#pragma unroll
-          for (int c = 0; c < D * 2; c += 16)
-            asm volatile("st.shared.v4.u32 [%0], {%1, %1, %1, %1};\n" ::"r"(dv + r * kStride * 2 + c), "r"(0)
-                         : "memory");
-        }
-      }
-    } else {
-      load_kv(dk, k_base, p.k_layout.row_stride, n);
-      load_kv(dv, v_base, p.v_layout.row_stride, n);
-    }
-  };
-  auto commit = [&] {
-    if constexpr (!kBulk) detail::cp_async_commit();
-  };
-  auto wait_tile = [&](int stage) {
-    if constexpr (kBulk) {
-      detail::mbar_wait(bar0 + stage * 8, (phase >> stage) & 1u);
-      phase ^= 1u << stage;
-    } else {
-      detail::cp_async_wait<kS - 1>();
-    }
+    load_kv(sW + stage * 2 * Cfg::kSmemKV, k_base, p.k_layout.row_stride, n);
+    load_kv(sW + stage * 2 * Cfg::kSmemKV + Cfg::kSmemKV, v_base, p.v_layout.row_stride, n);
   };
 
   // Partial tiles: rows' key spans (arithmetic ones recomputed per tile,
@@ -311,11 +226,6 @@ __global__ void __launch_bounds__(Cfg::kThreads)
       detail::cp_async_16(sQ + (r * kStride + col) * 2, src, ok);
     }
     detail::cp_async_commit();
-    if constexpr (kBulk) {
-      if (lane == 0)
-        for (int st = 0; st < kS; ++st) detail::mbar_init(bar0 + st * 8, 1);
-      __syncwarp();
-    }
     TileKind kind = TileKind::Partial, kind_ld = TileKind::Partial;
     int n = next_tile(n_first + warp, kind);
     int n_ld = n;
@@ -325,13 +235,10 @@ __global__ void __launch_bounds__(Cfg::kThreads)
         load_tile(st, n_ld);
         n_ld = next_tile(n_ld + kW, kind_ld);
       }
-      commit();
+      detail::cp_async_commit();
     }
-    if constexpr (kBulk)
-      detail::cp_async_wait<0>();  // Q (the only cp.async group) has landed
-    else
-      detail::cp_async_wait<kS - 1>();  // Q (the oldest group) has landed
-    __syncthreads();                    // ... for every warp
+    detail::cp_async_wait<kS - 1>();  // Q (the oldest group) has landed
+    __syncthreads();                  // ... for every warp
 
     const uint32_t q_warp = sQ + ((lane % 16) * kStride + (lane / 16) * 8) * 2;
     const uint32_t k_lane = (((lane % 8) + 8 * (lane / 16)) * kStride + 8 * ((lane / 8) % 2)) * 2;
@@ -349,9 +256,9 @@ __global__ void __launch_bounds__(Cfg::kThreads)
         load_tile(ld_stage, n_ld);
         n_ld = next_tile(n_ld + kW, kind_ld);
       }
-      commit();
-      wait_tile(stage);
-      __syncwarp();  // every lane's copies (and zeroed rows) of this tile visible to the warp
+      detail::cp_async_commit();
+      detail::cp_async_wait<kS - 1>();
+      __syncwarp();  // every lane's copies of this tile visible to the warp
       const uint32_t k_frag = sW + stage * 2 * Cfg::kSmemKV + k_lane;
       const uint32_t v_frag = sW + stage * 2 * Cfg::kSmemKV + v_lane;
 
@@ -587,5 +494,3 @@ __global__ void __launch_bounds__(Cfg::kThreads)
 }
 
 }  // namespace attnkit::cuda
-
-#undef ATTNKIT_DECODE_BULK
