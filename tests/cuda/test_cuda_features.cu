@@ -316,7 +316,7 @@ TEST_CASE("cuda decode CTA: both merges at 1, few and many splits", "[cuda][deco
   const int splits = planned_splits<128, CausalMask>(2, 3, 9000, 8, 2);
   INFO("default splits " << splits);
   CHECK(splits > 8);
-  // min tiles per split: default (many splits), 100 (3 splits), 300 (one: no partials).
+  // min tiles per split: default (many splits), 100 (2 splits), 300 (one: no partials).
   for (int min_tiles : {0, 100, 300})
     for (bool in_kernel : {false, true}) {
       INFO("min_tiles " << min_tiles << " in_kernel " << in_kernel);
