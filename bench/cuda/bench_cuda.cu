@@ -12,6 +12,9 @@
 // The standard prefill rows run what the front door runs (the sm90 kernel on
 // an sm_90a device, else mma.sync).
 // --decode: only the decode cases (with --variants: the decode variants too).
+// --one-decode [--one-decode-b B] [--one-decode-kv N]: one decode shape (default
+// B1 kv4096), 3 warm-up + 5 timed calls, for profilers; --one-decode-old: the
+// same on the one-warp flash_fwd_kernel decode configuration.
 //
 // Output: a human table on stdout and, with --csv FILE, one line per case:
 //   kind,name,mask,B,N,Hq,Hkv,D,ms,tflops,gbps,pairs
@@ -344,8 +347,9 @@ void decode_cfg(const char* tag, int64_t B, int64_t kv, Flusher& flush, int reps
   }
   cudaFree(q), cudaFree(k), cudaFree(v), cudaFree(o);
 }
+// The default decode (what forward_hdim runs: flash_decode_kernel, Configs::DecodeCta).
 void decode(int64_t B, int64_t kv, Flusher& flush, int reps, bool latency) {
-  decode_cfg<cuda::Configs<T, 128>::Decode>("", B, kv, flush, reps, latency);
+  decode_cfg<cuda::Configs<T, 128>::DecodeCta>("", B, kv, flush, reps, latency);
 }
 
 // Kernel configurations tried against the defaults (warps, m-tiles per warp,
@@ -371,27 +375,39 @@ void variants(Flusher& flush, int reps) {
                                                  flush, reps);
 }
 
-// Decode variants: key tile, warps, and the split plan's knobs (minimum key
-// tiles per split, resident CTAs per SM assumed), on the shapes of the targets.
+// Decode variants: the one-warp flash_fwd_kernel decode (the default before
+// Session 5), the decode CTA's warps / key tile / ring depth, the split
+// plan's knobs and the in-kernel merge, on the shapes of the targets.
 void decode_variants(Flusher& flush, int reps) {
+  using cuda::DecodeConfig;
   using cuda::FwdConfig;
-  using W1N32 = FwdConfig<T, 128, 1, 1, 32>;
-  // (Runs 1-2, 2026-11-22: min2 / min8 tiles per split, 6 CTAs/SM, BlockN 64, 2 warps,
-  // one-level and 4 / 8-split chunks of the in-kernel merge; see NOTES-decode.md.)
+  using W1N32 = FwdConfig<T, 128, 1, 1, 32>;  // = Configs::Decode
+  using Cta = cuda::Configs<T, 128>::DecodeCta;
+  // (Runs 1-3, 2026-11-22, one-warp kernel: min2 / min8 tiles per split, 6 CTAs/SM, BlockN 64,
+  // 2 warps, chunked in-kernel merges; see NOTES-decode.md.)
   for (int64_t kv : {4096, 32768, 131072}) {
-    decode_cfg<W1N32>("w1n32 in-kernel-merge ", 1, kv, flush, reps, false, {0, 0, 0, true});
-    decode_cfg<W1N32>("w1n32 cta4 ", 1, kv, flush, reps, false, {0, 4});
+    decode_cfg<W1N32>("old-w1n32 ", 1, kv, flush, reps, false);
+    decode_cfg<Cta>("merge-kernel ", 1, kv, flush, reps, false, {0, 0, 0, false});
+    decode_cfg<DecodeConfig<T, 128, 4, 32, 2>>("w4n32s2 ", 1, kv, flush, reps, false);
+    decode_cfg<DecodeConfig<T, 128, 8, 16, 3>>("w8n16s3 ", 1, kv, flush, reps, false);
+    decode_cfg<DecodeConfig<T, 128, 2, 32, 3>>("w2n32s3 ", 1, kv, flush, reps, false);
+    decode_cfg<Cta>("min-tiles4 ", 1, kv, flush, reps, false, {4});
+    decode_cfg<Cta>("min-tiles16 ", 1, kv, flush, reps, false, {16});
   }
-  decode_cfg<W1N32>("w1n32 in-kernel-merge ", 8, 32768, flush, reps, false, {0, 0, 0, true});
-  decode_cfg<W1N32>("w1n32 cta4 ", 8, 32768, flush, reps, false, {0, 4});
+  for (int64_t kv : {4096, 32768}) {
+    decode_cfg<W1N32>("old-w1n32 ", 8, kv, flush, reps, false);
+    decode_cfg<Cta>("merge-kernel ", 8, kv, flush, reps, false, {0, 0, 0, false});
+    decode_cfg<DecodeConfig<T, 128, 8, 16, 3>>("w8n16s3 ", 8, kv, flush, reps, false);
+    decode_cfg<DecodeConfig<T, 128, 2, 32, 3>>("w2n32s3 ", 8, kv, flush, reps, false);
+  }
   // The default configuration under the other two flush modes (see Flusher).
   for (auto mode : {Flusher::Clean, Flusher::None}) {
     flush.mode = mode;
     const char* tag = mode == Flusher::Clean ? "clean-flush " : "no-flush ";
-    for (int64_t kv : {4096, 32768, 131072}) decode_cfg<W1N32>(tag, 1, kv, flush, reps, false);
-    decode_cfg<W1N32>(tag, 8, 32768, flush, reps, false);
-    decode_cfg<W1N32>(mode == Flusher::Clean ? "clean-flush in-kernel-merge " : "no-flush in-kernel-merge ", 1, 4096,
-                      flush, reps, false, {0, 0, 0, true});
+    for (int64_t kv : {4096, 32768, 131072}) decode_cfg<Cta>(tag, 1, kv, flush, reps, false);
+    decode_cfg<Cta>(tag, 8, 32768, flush, reps, false);
+    decode_cfg<Cta>(mode == Flusher::Clean ? "clean-flush merge-kernel " : "no-flush merge-kernel ", 1, 4096, flush,
+                    reps, false, {0, 0, 0, false});
   }
   flush.mode = Flusher::Dirty;
 }
@@ -494,7 +510,8 @@ void rope_cases(Flusher& flush, int reps) {
 int main(int argc, char** argv) {
   int reps = 20;
   bool quick = false, try_variants = false, one = false, rope_only = false, sm90_variants = false, prefill_only = false,
-       decode_only = false, one_decode = false;
+       decode_only = false, one_decode = false, one_decode_old = false;
+  int64_t one_b = 1, one_kv = 4096;
   for (int a = 1; a < argc; ++a) {
     if (!std::strcmp(argv[a], "--csv") && a + 1 < argc) g_csv = std::fopen(argv[++a], "w");
     if (!std::strcmp(argv[a], "--reps") && a + 1 < argc) reps = std::atoi(argv[++a]);
@@ -506,6 +523,9 @@ int main(int argc, char** argv) {
     if (!std::strcmp(argv[a], "--rope")) rope_only = true;               // the fused-RoPE cases only
     if (!std::strcmp(argv[a], "--decode")) decode_only = true;           // decode cases (and decode variants) only
     if (!std::strcmp(argv[a], "--one-decode")) one_decode = true;        // one B1 kv4096 decode, for profilers
+    if (!std::strcmp(argv[a], "--one-decode-old")) one_decode = one_decode_old = true;  // ... on the one-warp kernel
+    if (!std::strcmp(argv[a], "--one-decode-b") && a + 1 < argc) one_b = std::atoll(argv[++a]);    // its batch
+    if (!std::strcmp(argv[a], "--one-decode-kv") && a + 1 < argc) one_kv = std::atoll(argv[++a]);  // its kv length
   }
   int n = 0;
   if (cudaGetDeviceCount(&n) != cudaSuccess || n == 0) {
@@ -522,7 +542,10 @@ int main(int argc, char** argv) {
     return 0;
   }
   if (one_decode) {
-    decode(1, 4096, flush, 5, false);
+    if (one_decode_old)
+      decode_cfg<cuda::Configs<T, 128>::Decode>("old-w1n32 ", one_b, one_kv, flush, 5, false);
+    else
+      decode(one_b, one_kv, flush, 5, false);
     return 0;
   }
   if (decode_only) {

@@ -172,24 +172,27 @@ TEST_CASE("cuda: RoPE (fused): styles, partial rotary, scalings, alignments, var
 namespace {
 
 // Splits the decode plan gives a problem (the launch's own computation), so
-// a test can assert that it exercises the split path it claims to.
-template <int D, class Mask>
+// a test can assert that it exercises the split path it claims to. Cfg: the
+// decode configuration (default: what forward_hdim runs).
+template <int D, class Mask, class Cfg = typename cuda::Configs<T, D>::DecodeCta>
 int planned_splits(int64_t B, int64_t Sq, int64_t Sk, int64_t Hq, int64_t Hkv) {
-  using Cfg = typename cuda::Configs<T, D>::Decode;
   cuda::detail::DeviceState& st = cuda::detail::device_state(cuda::detail::current_device());
-  auto kernel = cuda::flash_fwd_kernel<Cfg, Mask>;
+  auto kernel = cuda::detail::kernel_for<Cfg, Mask>();
   cuda::detail::allow_smem(kernel, Cfg::kSmemBytes, st.dev);
   const int per_sm = cuda::detail::ctas_per_sm(kernel, Cfg::kThreads, Cfg::kSmemBytes, st.dev);
   const int64_t G = Hq / Hkv, m_blocks = (Sq * G + Cfg::kBlockM - 1) / Cfg::kBlockM;
-  int64_t tps = 0;
-  return cuda::detail::plan_splits(B * (Hq / G) * m_blocks, Sk, Cfg::kBlockN, int64_t(st.sms) * per_sm, &tps);
+  int64_t tps = 0, min_tiles = 4;
+  if constexpr (cuda::IsDecodeConfig<Cfg>::value) min_tiles = Cfg::kMinTilesPerSplit;
+  return cuda::detail::plan_splits(B * (Hq / G) * m_blocks, Sk, Cfg::kBlockN, int64_t(st.sms) * per_sm, &tps,
+                                   min_tiles);
 }
 
 // One padded decode problem with its fp64 reference, launched as often as a
 // test likes on any stream; check() compares the last result.
+template <int kD = 128>
 struct DecodeProblem {
   int64_t B, Sq, Sk, Hq, Hkv;
-  static constexpr int64_t D = 128;
+  static constexpr int64_t D = kD;
   std::vector<T> hq, hk, hv;
   std::vector<float> sinks;
   std::unique_ptr<DevBuf<T>> dq, dk, dv, dout;
@@ -233,9 +236,11 @@ struct DecodeProblem {
     o.cuda_stream = st;
     cuda::attention_forward(params(), CausalMask{}, o);
   }
-  // The decode configuration directly, with plan knobs (one- or two-level merge).
+  // A decode configuration directly (default: forward_hdim's), with plan
+  // knobs (in-kernel or kernel merge; one- or two-level for the one-warp one).
+  template <class Cfg = typename cuda::Configs<T, kD>::DecodeCta>
   void launch_tuned(cudaStream_t st, cuda::DecodeTuning tune) {
-    cuda::forward_with<cuda::Configs<T, 128>::Decode>(params(), CausalMask{}, st, true, cuda::FusedRope{}, tune);
+    cuda::forward_with<Cfg>(params(), CausalMask{}, st, true, cuda::FusedRope{}, tune);
   }
   Outcome outcome() const {
     Outcome r;
@@ -260,39 +265,118 @@ TEST_CASE("cuda decode: many splits at long kv, B = 1", "[cuda][decode][split]")
     c.B = 1, c.Sq = 1, c.Sk = sk, c.Hq = 8, c.Hkv = 2;
     const int splits = planned_splits<128, CausalMask>(c.B, c.Sq, c.Sk, c.Hq, c.Hkv);
     INFO("splits " << splits);
-    CHECK(splits >= 100);
+    CHECK(splits >= 32);  // one wave of decode CTAs over 2 head groups (H100: 66)
     check_case<T, 128>(c, CausalMask{});
     c.Sq = 16;  // 4 packed row blocks per head group, 4-row merge batches
     check_case<T, 128>(c, CausalMask{});
   }
 }
 
-TEST_CASE("cuda decode: one- and two-level split merges, odd chunk sizes", "[cuda][decode][split]") {
+TEST_CASE("cuda decode: one- and two-level split merges, odd chunk sizes (one-warp kernel)", "[cuda][decode][split]") {
+  // flash_fwd_kernel's decode configuration (fused-RoPE decode runs it).
+  using Old = cuda::Configs<T, 128>::Decode;
   DecodeProblem pr(2, 3, 9000, 8, 2, true);
-  const int splits = planned_splits<128, CausalMask>(2, 3, 9000, 8, 2);
+  const int splits = planned_splits<128, CausalMask, Old>(2, 3, 9000, 8, 2);
   INFO("splits " << splits);
   REQUIRE(splits > 8);
   CHECK(cuda::detail::plan_split_chunk(splits) < splits);  // the default is two-level here
   for (int chunk : {0, 1 << 30, 1, 2, 3, 7, splits - 1, splits}) {
     INFO("split_chunk " << chunk);
     pr.poison();
-    pr.launch_tuned(nullptr, {0, 0, chunk, true});
+    pr.launch_tuned<Old>(nullptr, {0, 0, chunk, true});
     cuda_ok(cudaStreamSynchronize(nullptr));
     check_outcome(pr.outcome());
   }
   // The merge as a second kernel (the default).
   pr.poison();
-  pr.launch_tuned(nullptr, {0, 0, 0, false});
+  pr.launch_tuned<Old>(nullptr, {0, 0, 0, false});
   cuda_ok(cudaStreamSynchronize(nullptr));
   check_outcome(pr.outcome());
   // Fewer splits than a chunk (one level) and a 2-split plan, both merges.
   for (int min_tiles : {60, 140})
     for (bool in_kernel : {false, true}) {
       pr.poison();
+      pr.launch_tuned<Old>(nullptr, {min_tiles, 0, 0, in_kernel});
+      cuda_ok(cudaStreamSynchronize(nullptr));
+      check_outcome(pr.outcome());
+    }
+}
+
+// ---- flash_decode_kernel (decode CTA of several warps, decode_kernel.cuh) ----
+
+namespace {
+template <class C>
+struct Tag {
+  using type = C;
+};
+}  // namespace
+
+TEST_CASE("cuda decode CTA: both merges at 1, few and many splits", "[cuda][decode][split][cta]") {
+  DecodeProblem pr(2, 3, 9000, 8, 2, true);  // 282 key tiles per head group
+  const int splits = planned_splits<128, CausalMask>(2, 3, 9000, 8, 2);
+  INFO("default splits " << splits);
+  CHECK(splits > 8);
+  // min tiles per split: default (many splits), 100 (2 splits), 300 (one: no partials).
+  for (int min_tiles : {0, 100, 300})
+    for (bool in_kernel : {false, true}) {
+      INFO("min_tiles " << min_tiles << " in_kernel " << in_kernel);
+      pr.poison();
       pr.launch_tuned(nullptr, {min_tiles, 0, 0, in_kernel});
       cuda_ok(cudaStreamSynchronize(nullptr));
       check_outcome(pr.outcome());
     }
+  // The target shape (Hq 32 / Hkv 8, Sq 1), a kv length that is no multiple
+  // of the tile or of the warps' round robin, both merges, repeated: the
+  // result is bitwise the same whichever CTA merges.
+  DecodeProblem big(1, 1, 40001, 32, 8, true);
+  for (bool in_kernel : {false, true}) {
+    std::vector<T> first;
+    for (int rep = 0; rep < 3; ++rep) {
+      INFO("in_kernel " << in_kernel << " rep " << rep);
+      big.poison();
+      big.launch_tuned(nullptr, {0, 0, 0, in_kernel});
+      cuda_ok(cudaStreamSynchronize(nullptr));
+      check_outcome(big.outcome());
+      const std::vector<T> out = big.dout->download();
+      if (rep == 0) first = out;
+      CHECK(std::memcmp(out.data(), first.data(), out.size() * sizeof(T)) == 0);
+    }
+  }
+}
+
+TEST_CASE("cuda decode CTA: the bench's other warp / tile / ring configurations", "[cuda][decode][split][cta]") {
+  DecodeProblem pr(1, 2, 20000, 8, 2, true);
+  auto run = [&](auto cfg_tag, bool in_kernel) {
+    using Cfg = typename decltype(cfg_tag)::type;
+    INFO("warps " << Cfg::kWarps << " block_n " << Cfg::kBlockN << " stages " << Cfg::kStages << " in_kernel "
+                  << in_kernel);
+    pr.poison();
+    pr.launch_tuned<Cfg>(nullptr, {0, 0, 0, in_kernel});
+    cuda_ok(cudaStreamSynchronize(nullptr));
+    check_outcome(pr.outcome());
+  };
+  for (bool in_kernel : {false, true}) {
+    run(Tag<cuda::DecodeConfig<T, 128, 4, 32, 2>>{}, in_kernel);
+    run(Tag<cuda::DecodeConfig<T, 128, 8, 16, 3>>{}, in_kernel);
+    run(Tag<cuda::DecodeConfig<T, 128, 2, 32, 3>>{}, in_kernel);
+  }
+}
+
+TEST_CASE("cuda decode CTA: head dims 64, 96, 256 with the in-kernel merge", "[cuda][decode][split][cta][hdim]") {
+  auto one = [](auto d_tag) {
+    constexpr int D = decltype(d_tag)::value;
+    INFO("D " << D);
+    DecodeProblem<D> pr(1, 2, 9000, 8, 2, true);
+    for (bool in_kernel : {false, true}) {
+      pr.poison();
+      pr.launch_tuned(nullptr, {0, 0, 0, in_kernel});
+      cuda_ok(cudaStreamSynchronize(nullptr));
+      check_outcome(pr.outcome());
+    }
+  };
+  one(std::integral_constant<int, 64>{});
+  one(std::integral_constant<int, 96>{});
+  one(std::integral_constant<int, 256>{});
 }
 
 TEST_CASE("cuda decode: sinks and LSE through the split merge", "[cuda][decode][split]") {

@@ -1,8 +1,10 @@
 // Host side of one forward call: pick the kernel configuration (prefill or
 // split-KV decode), size the grid, take the stream's cached split-KV
-// workspace, launch (decode: the attention kernel, then merge_splits_kernel,
-// or one kernel with the merge inside: DecodeTuning::in_kernel_merge),
-// check. Head dim and mask are already compile-time here.
+// workspace, launch (decode: the attention kernel with the split merge inside,
+// or then merge_splits_kernel: DecodeTuning::in_kernel_merge),
+// check. Head dim and mask are already compile-time here. A FwdConfig runs
+// flash_fwd_kernel (prefill; fused-RoPE decode), a DecodeConfig runs
+// flash_decode_kernel (decode_kernel.cuh: every other decode).
 #pragma once
 
 #include <cuda_runtime.h>
@@ -19,6 +21,7 @@
 #include "attnkit/core/error.hpp"
 #include "attnkit/core/params.hpp"
 #include "attnkit/cuda/check.cuh"
+#include "attnkit/cuda/decode_kernel.cuh"
 #include "attnkit/cuda/forward_kernel.cuh"
 
 namespace attnkit::cuda {
@@ -26,13 +29,18 @@ namespace attnkit::cuda {
 // Kernel configurations per head dim. Prefill: 4 warps x 32 rows (two
 // m-tiles per warp, FlashAttention-2's shape: every K/V fragment feeds two
 // mma's), 64-key tiles, no GQA packing; D = 256 keeps 16 rows per warp and
-// 32-key tiles (O alone is 128 registers a thread). Decode: one warp per
-// CTA, 16 packed rows (a GQA group's heads x up to 16 queries), many CTAs
-// over key splits so the whole chip streams K/V.
+// 32-key tiles (O alone is 128 registers a thread).
+// DecodeCta (decode without fused RoPE, flash_decode_kernel): 4 warps share
+// 16 packed rows (a GQA group's heads x up to 16 queries) and split the key
+// tiles; each warp streams 32-key tiles (16 at D = 256) through a 3-deep
+// ring of its own. D = 128: 213 KB of smem, one CTA per SM; D = 64: two.
+// Decode (fused-RoPE decode, flash_fwd_kernel): one warp per CTA, 16 packed
+// rows, many CTAs over key splits.
 template <class T, int D>
 struct Configs {
   using Prefill = FwdConfig<T, D, 4, (D > 128 ? 1 : 2), (D > 128 ? 32 : 64), false>;
   using Decode = FwdConfig<T, D, 1, 1, 32>;
+  using DecodeCta = DecodeConfig<T, D, 4, (D > 128 ? 16 : 32), 3>;
 };
 
 // Queries per sequence up to which the decode path (GQA packing + split-KV) runs.
@@ -68,6 +76,7 @@ struct DeviceState {
   static constexpr size_t kMaxStreams = 16;
   int dev = 0;
   int sms = 132;
+  int smem_optin = 48 * 1024;  // largest dynamic shared memory a CTA can opt in to
   cudaMemPool_t pool = nullptr;
   std::mutex mu;  // guards `split` and `tick`
   std::vector<std::unique_ptr<SplitWorkspace>> split;
@@ -89,6 +98,8 @@ inline DeviceState& device_state(int dev) {
   auto made = std::make_unique<DeviceState>();
   made->dev = dev;
   check(cudaDeviceGetAttribute(&made->sms, cudaDevAttrMultiProcessorCount, dev), "cudaDeviceGetAttribute");
+  check(cudaDeviceGetAttribute(&made->smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev),
+        "cudaDeviceGetAttribute");
   // The workspace pool keeps its memory (release threshold = max): the
   // default pool would hand pages back at every synchronisation and re-map
   // them on the next call, which costs more than a decode call itself.
@@ -231,8 +242,18 @@ void allow_smem(Kernel k, int bytes, int dev) {
   done[key] = true;
 }
 
-// One launch of flash_fwd_kernel (plus nothing else: split-KV partials are
-// merged inside it). `a.num_splits` > 1 takes a workspace from `st`.
+// The kernel a configuration runs (same parameters either way).
+template <class Cfg, class Mask>
+constexpr auto kernel_for() {
+  if constexpr (IsDecodeConfig<Cfg>::value)
+    return flash_decode_kernel<Cfg, Mask>;
+  else
+    return flash_fwd_kernel<Cfg, Mask>;
+}
+
+// One launch of the configuration's kernel, then merge_splits_kernel when
+// `a.num_splits` > 1 and the merge is not in the kernel. Splits take a
+// workspace from `st`.
 template <class Cfg, class Mask>
 void launch_fwd(FwdArgs<typename Cfg::Elem>& a, const Mask& mask, cudaStream_t stream, DeviceState& st,
                 bool in_kernel_merge = false) {
@@ -254,12 +275,12 @@ void launch_fwd(FwdArgs<typename Cfg::Elem>& a, const Mask& mask, cudaStream_t s
     a.ws_out = lease.floats;
     a.ws_lse = a.ws_out + n * Cfg::D;
   }
-  auto kernel = flash_fwd_kernel<Cfg, Mask>;
+  auto kernel = kernel_for<Cfg, Mask>();
   allow_smem(kernel, Cfg::kSmemBytes, st.dev);
   const dim3 grid(static_cast<unsigned>(a.m_blocks * a.num_splits), static_cast<unsigned>(head_groups),
                   static_cast<unsigned>(s.batch));
   kernel<<<grid, Cfg::kThreads, Cfg::kSmemBytes, stream>>>(a, mask);
-  check_launch("flash_fwd_kernel");
+  check_launch(IsDecodeConfig<Cfg>::value ? "flash_decode_kernel" : "flash_fwd_kernel");
   if (a.num_splits > 1 && !in_kernel_merge) {
     const dim3 mgrid(static_cast<unsigned>(s.q_capacity * s.q_heads), static_cast<unsigned>(s.batch));
     merge_splits_kernel<typename Cfg::Elem, Cfg::D><<<mgrid, 32 * kMergeWarps, 0, stream>>>(a);
@@ -320,16 +341,19 @@ inline int plan_split_chunk(int splits) {
 
 // Knobs of the decode split plan, for benchmarks (0 = the default).
 struct DecodeTuning {
-  int min_tiles_per_split = 0;  // default 4
+  int min_tiles_per_split = 0;  // default 4 (DecodeConfig: kMinTilesPerSplit)
   int ctas_per_sm = 0;          // default: the occupancy API's resident CTAs per SM
-  int split_chunk = 0;          // default plan_split_chunk; >= splits: one-level merge
-  // The split merge inside the attention kernel (atomic tickets, last CTA
-  // merges; one launch per call) instead of merge_splits_kernel after it.
-  // Off by default: measured slower on the H100 at every decode shape of
-  // bench/cuda/NOTES-decode.md (B1 kv4096: 26.6 vs 22.8 us kernel), since its
-  // merging CTA is one warp while the merge kernel spreads the partials over
-  // a CTA of 4 warps per (row, head).
-  bool in_kernel_merge = false;
+  int split_chunk = 0;          // default plan_split_chunk; >= splits: one-level merge (DecodeConfig: always one level)
+  // Where the split partials are merged: -1 the configuration's default,
+  // 0 merge_splits_kernel after the attention kernel, 1 inside the attention
+  // kernel (atomic tickets, the last CTA of a unit merges; one launch per
+  // call). Defaults, both measured on the H100 (bench/cuda/NOTES-decode.md):
+  // DecodeConfig (flash_decode_kernel) merges inside, faster at every decode
+  // shape of Session 5 (its merging CTA has 4 warps, one row each: B1 kv4096
+  // 19.3 vs 20.8 us, B1 kv32768 66.4 vs 68.6 us); FwdConfig (the one-warp
+  // flash_fwd_kernel decode) uses the merge kernel (its in-kernel merge
+  // funnels a unit through one warp: B1 kv4096 26.6 vs 22.8 us).
+  int in_kernel_merge = -1;
 };
 
 // One forward call with configuration Cfg. Decode (GQA packing + split-KV)
@@ -355,23 +379,37 @@ void forward_with(const AttentionParams<T>& p, const Mask& mask, cudaStream_t st
     a.group_pack = Cfg::kPack ? static_cast<int>(s.group()) : 1;
     const int64_t m_blocks = (s.q_capacity * a.group_pack + Cfg::kBlockM - 1) / Cfg::kBlockM;
     const int64_t units = s.batch * (s.q_heads / a.group_pack) * m_blocks;
-    auto kernel = flash_fwd_kernel<Cfg, Mask>;
+    auto kernel = detail::kernel_for<Cfg, Mask>();
     detail::allow_smem(kernel, Cfg::kSmemBytes, st.dev);  // before the occupancy query
     const int per_sm =
         tune.ctas_per_sm > 0 ? tune.ctas_per_sm : detail::ctas_per_sm(kernel, Cfg::kThreads, Cfg::kSmemBytes, st.dev);
     const int64_t slots = static_cast<int64_t>(st.sms) * per_sm;
+    constexpr bool kCta = IsDecodeConfig<Cfg>::value;
+    int64_t min_tiles = 4;
+    if constexpr (kCta) min_tiles = Cfg::kMinTilesPerSplit;
     a.num_splits = detail::plan_splits(units, s.kv_capacity, Cfg::kBlockN, slots, &a.tiles_per_split,
-                                       tune.min_tiles_per_split > 0 ? tune.min_tiles_per_split : 4);
-    a.split_chunk = tune.split_chunk > 0 ? tune.split_chunk : detail::plan_split_chunk(a.num_splits);
+                                       tune.min_tiles_per_split > 0 ? tune.min_tiles_per_split : min_tiles);
+    if constexpr (kCta)
+      a.split_chunk = a.num_splits;  // flash_decode_kernel merges in one level
+    else
+      a.split_chunk = tune.split_chunk > 0 ? tune.split_chunk : detail::plan_split_chunk(a.num_splits);
   }
-  detail::launch_fwd<Cfg>(a, mask, stream, st, decode && tune.in_kernel_merge);
+  const bool in_kernel = tune.in_kernel_merge < 0 ? IsDecodeConfig<Cfg>::value : tune.in_kernel_merge != 0;
+  detail::launch_fwd<Cfg>(a, mask, stream, st, decode && in_kernel);
 }
 
 // Runs one forward call with head dim D (== Dv) fixed at compile time.
+// Decode runs flash_decode_kernel (Configs::DecodeCta) where the device lets a
+// CTA have its shared memory (Hopper: 227 KB; D = 128 takes 213 KB), else the
+// one-warp flash_fwd_kernel decode (Configs::Decode, 39 KB at D = 128).
 template <int D, class T, class Mask>
 void forward_hdim(const AttentionParams<T>& p, const Mask& mask, cudaStream_t stream) {
-  if (p.shape.q_capacity <= kDecodeMaxQueries)
+  using Cta = typename Configs<T, D>::DecodeCta;
+  if (p.shape.q_capacity <= kDecodeMaxQueries &&
+      Cta::kSmemBytes > detail::device_state(detail::current_device()).smem_optin)
     forward_with<typename Configs<T, D>::Decode>(p, mask, stream, true);
+  else if (p.shape.q_capacity <= kDecodeMaxQueries)
+    forward_with<Cta>(p, mask, stream, true);
   else
     forward_with<typename Configs<T, D>::Prefill>(p, mask, stream, false);
 }

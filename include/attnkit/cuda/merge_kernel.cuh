@@ -6,8 +6,9 @@
 //   out *= exp(lse) / (exp(lse) + exp(sink)) = 1 / (1 + exp(sink - lse)).
 // The LSE written is the merged one, without the sink (as the unsplit path).
 //
-// Used by merge_splits_kernel (the default, a launch after the attention
-// kernel) and by the split-KV epilogue of flash_fwd_kernel with
+// Used by merge_splits_kernel (a launch after the attention kernel: the
+// default for flash_fwd_kernel's decode configuration) and by the split-KV
+// epilogues of flash_decode_kernel (its default) and flash_fwd_kernel with
 // DecodeTuning::in_kernel_merge (the last CTA of a work unit to finish merges
 // every split of the unit's rows).
 // Partials are read with ld.global.cg (L2, not the SM's L1): they were
