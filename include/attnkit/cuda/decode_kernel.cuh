@@ -158,31 +158,8 @@ __global__ void __launch_bounds__(Cfg::kThreads)
                     hk * p.v_layout.head_stride;
 
   // One K or V tile by this warp's 32 lanes; rows past kv_len are zero-filled.
-  constexpr bool kRowPasses = 32 % Cfg::kChunksPerRow == 0;
-  constexpr int kRowsPerPass = kRowPasses ? 32 / Cfg::kChunksPerRow : 1;
-  const int ld_row = lane / Cfg::kChunksPerRow, ld_col = (lane % Cfg::kChunksPerRow) * 8;
   auto load_kv = [&](uint32_t dst, const T* base, int64_t row_stride, int n) {
-    const int j0 = n * kBlockN;
-    if constexpr (kRowPasses) {
-      const T* src = base + (j0 + ld_row) * row_stride + ld_col;
-      const int rows_ok = kv_len - j0 - ld_row;
-      dst += (ld_row * kStride + ld_col) * 2;
-#pragma unroll
-      for (int rp = 0; rp < kBlockN; rp += kRowsPerPass) {
-        const bool ok = rp < rows_ok;
-        detail::cp_async_16(dst + rp * kStride * 2, ok ? src : base, ok);
-        src += kRowsPerPass * row_stride;
-      }
-    } else {
-      const T* tile = base + j0 * row_stride;
-      const int rows_ok = kv_len - j0;
-#pragma unroll
-      for (int c = lane; c < kBlockN * Cfg::kChunksPerRow; c += 32) {
-        const int r = c / Cfg::kChunksPerRow, col = (c % Cfg::kChunksPerRow) * 8;
-        const bool ok = r < rows_ok;
-        detail::cp_async_16(dst + (r * kStride + col) * 2, ok ? tile + r * row_stride + col : base, ok);
-      }
-    }
+    detail::copy_rows_async<32, kBlockN, Cfg::kChunksPerRow, kStride>(dst, base, row_stride, n * kBlockN, kv_len, lane);
   };
   auto load_tile = [&](int stage, int n) {
     load_kv(sW + stage * 2 * Cfg::kSmemKV, k_base, p.k_layout.row_stride, n);

@@ -114,6 +114,42 @@ __device__ __forceinline__ float neg_inf() { return -__int_as_float(0x7f800000);
 // seen by the host, and a bad one must not turn into an out-of-bounds access.
 __device__ __forceinline__ int64_t clamp_len(int64_t n, int64_t cap) { return n < 0 ? 0 : (n > cap ? cap : n); }
 
+// Rows [j0, j0 + kRows) of one head (row_stride elements apart, from
+// `base`) into smem at `dst` (kStride elements per row), 16 bytes per
+// cp.async, by kLanes threads (`lane` in [0, kLanes)); rows at or past
+// `valid` are zero-filled. When a pass of the threads covers whole rows,
+// each thread copies rows r, r + kLanes / kChunksPerRow, ... through one
+// pointer advanced by a fixed stride (compile-time smem offsets); otherwise
+// (D = 96) chunk by chunk. The K/V tile copy of both mma.sync kernels
+// (the CTA's threads here, one warp's lanes in decode_kernel.cuh).
+template <int kLanes, int kRows, int kChunksPerRow, int kStride, class T>
+__device__ __forceinline__ void copy_rows_async(uint32_t dst, const T* base, int64_t row_stride, int j0, int valid,
+                                                int lane) {
+  constexpr bool kRowPasses = kLanes % kChunksPerRow == 0 && kRows % (kLanes / kChunksPerRow) == 0;
+  if constexpr (kRowPasses) {
+    constexpr int kRowsPerPass = kLanes / kChunksPerRow;
+    const int ld_row = lane / kChunksPerRow, ld_col = (lane % kChunksPerRow) * 8;
+    const T* src = base + (j0 + ld_row) * row_stride + ld_col;
+    const int rows_ok = valid - j0 - ld_row;
+    dst += (ld_row * kStride + ld_col) * 2;
+#pragma unroll
+    for (int rp = 0; rp < kRows; rp += kRowsPerPass) {
+      const bool ok = rp < rows_ok;
+      cp_async_16(dst + rp * kStride * 2, ok ? src : base, ok);
+      src += kRowsPerPass * row_stride;
+    }
+  } else {
+    const T* tile = base + j0 * row_stride;
+    const int rows_ok = valid - j0;
+#pragma unroll
+    for (int c = lane; c < kRows * kChunksPerRow; c += kLanes) {
+      const int r = c / kChunksPerRow, col = (c % kChunksPerRow) * 8;
+      const bool ok = r < rows_ok;
+      cp_async_16(dst + (r * kStride + col) * 2, ok ? tile + r * row_stride + col : base, ok);
+    }
+  }
+}
+
 }  // namespace detail
 
 template <class Cfg, class Mask>
@@ -220,35 +256,10 @@ __global__ void __launch_bounds__(Cfg::kThreads)
   [[maybe_unused]] T* const q_far_s = reinterpret_cast<T*>(smem_raw + far_off);
   [[maybe_unused]] T* const k_far_s = reinterpret_cast<T*>(smem_raw + far_off + Cfg::kSmemQ);
 
-  // One K or V tile; rows past kv_len are zero-filled. When a pass of the
-  // CTA covers whole rows, each thread copies rows r_t, r_t + kRowsPerPass,
-  // ... through one pointer advanced by a fixed stride (compile-time smem
-  // offsets); otherwise (D = 96) chunk by chunk.
-  constexpr bool kRowPasses = kThreads % Cfg::kChunksPerRow == 0 && kBlockN % (kThreads / Cfg::kChunksPerRow) == 0;
-  constexpr int kRowsPerPass = kRowPasses ? kThreads / Cfg::kChunksPerRow : 1;
-  const int ld_row = tid / Cfg::kChunksPerRow, ld_col = (tid % Cfg::kChunksPerRow) * 8;
+  // One K or V tile; rows past kv_len are zero-filled.
   auto load_kv = [&](uint32_t dst, const T* base, int64_t row_stride, int n) {
-    const int j0 = n * kBlockN;
-    if constexpr (kRowPasses) {
-      const T* src = base + (j0 + ld_row) * row_stride + ld_col;
-      const int rows_ok = kv_len - j0 - ld_row;
-      dst += (ld_row * kStride + ld_col) * 2;
-#pragma unroll
-      for (int rp = 0; rp < kBlockN; rp += kRowsPerPass) {
-        const bool ok = rp < rows_ok;
-        detail::cp_async_16(dst + rp * kStride * 2, ok ? src : base, ok);
-        src += kRowsPerPass * row_stride;
-      }
-    } else {
-      const T* tile = base + j0 * row_stride;
-      const int rows_ok = kv_len - j0;
-#pragma unroll
-      for (int c = tid; c < kBlockN * Cfg::kChunksPerRow; c += kThreads) {
-        const int r = c / Cfg::kChunksPerRow, col = (c % Cfg::kChunksPerRow) * 8;
-        const bool ok = r < rows_ok;
-        detail::cp_async_16(dst + (r * kStride + col) * 2, ok ? tile + r * row_stride + col : base, ok);
-      }
-    }
+    detail::copy_rows_async<kThreads, kBlockN, Cfg::kChunksPerRow, kStride>(dst, base, row_stride, n * kBlockN, kv_len,
+                                                                            tid);
   };
 
   // Masks whose rows are one run of keys (has_key_span) are checked on
