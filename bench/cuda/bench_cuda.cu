@@ -375,9 +375,17 @@ void variants(Flusher& flush, int reps) {
                                                  flush, reps);
 }
 
+// flash_decode_kernel with its K/V copied by cp.async instead of TMA (Session 6).
+cuda::DecodeTuning cp_async_copies() {
+  cuda::DecodeTuning t;
+  t.tma = 0;
+  return t;
+}
+
 // Decode variants: the one-warp flash_fwd_kernel decode (the default before
 // Session 5), the decode CTA's warps / key tile / ring depth, the split
-// plan's knobs and the in-kernel merge, on the shapes of the targets.
+// plan's knobs, the in-kernel merge and cp.async copies (TMA is the default
+// since Session 6), on the shapes of the targets.
 void decode_variants(Flusher& flush, int reps) {
   using cuda::DecodeConfig;
   using cuda::FwdConfig;
@@ -393,12 +401,14 @@ void decode_variants(Flusher& flush, int reps) {
     decode_cfg<DecodeConfig<T, 128, 2, 32, 3>>("w2n32s3 ", 1, kv, flush, reps, false);
     decode_cfg<Cta>("min-tiles4 ", 1, kv, flush, reps, false, {4});
     decode_cfg<Cta>("min-tiles16 ", 1, kv, flush, reps, false, {16});
+    decode_cfg<Cta>("cp-async ", 1, kv, flush, reps, false, cp_async_copies());
   }
   for (int64_t kv : {4096, 32768}) {
     decode_cfg<W1N32>("old-w1n32 ", 8, kv, flush, reps, false);
     decode_cfg<Cta>("merge-kernel ", 8, kv, flush, reps, false, {0, 0, 0, false});
     decode_cfg<DecodeConfig<T, 128, 8, 16, 3>>("w8n16s3 ", 8, kv, flush, reps, false);
     decode_cfg<DecodeConfig<T, 128, 2, 32, 3>>("w2n32s3 ", 8, kv, flush, reps, false);
+    decode_cfg<Cta>("cp-async ", 8, kv, flush, reps, false, cp_async_copies());
   }
   // The default configuration under the other two flush modes (see Flusher).
   for (auto mode : {Flusher::Clean, Flusher::None}) {

@@ -96,6 +96,17 @@ Outcome run_case(const Case& c, const MaskH& mask_host, const MaskD& mask_dev) {
   auto hq = random_vector<T>(static_cast<size_t>(rows_q * c.Hq * D), rng);
   auto hk = random_vector<T>(static_cast<size_t>(rows_k * c.Hkv * D), rng);
   auto hv = random_vector<T>(static_cast<size_t>(rows_k * c.Hkv * D), rng);
+  // Padded rows past a sequence's kv length are NaN: a kernel that lets one
+  // into a sum (P = 0 times NaN) fails every padded-length case. The
+  // reference and the naive implementation never read them.
+  if (!c.varlen() && !c.kv_lens.empty()) {
+    uint16_t bits = 0xffff;  // NaN in fp16 and bf16
+    T nan_value;
+    std::memcpy(static_cast<void*>(&nan_value), &bits, sizeof bits);
+    for (int64_t b = 0; b < c.B; ++b)
+      for (int64_t j = c.kv_lens[static_cast<size_t>(b)]; j < c.Sk; ++j)
+        for (auto* h : {&hk, &hv}) std::fill_n(h->begin() + (b * c.Sk + j) * c.Hkv * D, c.Hkv * D, nan_value);
+  }
   // Zero-length tensors still need non-null data pointers (views of nothing).
   for (auto* h : {&hq, &hk, &hv})
     if (h->empty()) h->resize(8);

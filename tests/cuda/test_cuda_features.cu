@@ -200,16 +200,30 @@ struct DecodeProblem {
   ReferenceOutput ref;
   std::vector<T> naive;
   AttentionOptions od;
-  DecodeProblem(int64_t b, int64_t sq, int64_t sk, int64_t hq_, int64_t hkv, bool sink)
-      : B(b), Sq(sq), Sk(sk), Hq(hq_), Hkv(hkv) {
+  bool kv_heads_outer = false;  // device K/V stored [B, Hkv, Sk, D] (BHSD) instead of BSHD
+  DecodeProblem(int64_t b, int64_t sq, int64_t sk, int64_t hq_, int64_t hkv, bool sink, bool bhsd = false)
+      : B(b), Sq(sq), Sk(sk), Hq(hq_), Hkv(hkv), kv_heads_outer(bhsd) {
     std::mt19937_64 rng(fresh_seed());
     hq = random_vector<T>(size_t(B * Sq * Hq * D), rng);
     hk = random_vector<T>(size_t(B * Sk * Hkv * D), rng);
     hv = random_vector<T>(size_t(B * Sk * Hkv * D), rng);
     for (int64_t h = 0; h < Hq; ++h) sinks.push_back(std::uniform_real_distribution<float>(-1.f, 3.f)(rng));
     dq = std::make_unique<DevBuf<T>>(hq);
-    dk = std::make_unique<DevBuf<T>>(hk);
-    dv = std::make_unique<DevBuf<T>>(hv);
+    if (bhsd) {
+      std::vector<T> tk(hk.size()), tv(hv.size());
+      for (int64_t bb = 0; bb < B; ++bb)
+        for (int64_t j = 0; j < Sk; ++j)
+          for (int64_t h = 0; h < Hkv; ++h)
+            for (int64_t d = 0; d < D; ++d) {
+              tk[size_t(((bb * Hkv + h) * Sk + j) * D + d)] = hk[size_t(((bb * Sk + j) * Hkv + h) * D + d)];
+              tv[size_t(((bb * Hkv + h) * Sk + j) * D + d)] = hv[size_t(((bb * Sk + j) * Hkv + h) * D + d)];
+            }
+      dk = std::make_unique<DevBuf<T>>(tk);
+      dv = std::make_unique<DevBuf<T>>(tv);
+    } else {
+      dk = std::make_unique<DevBuf<T>>(hk);
+      dv = std::make_unique<DevBuf<T>>(hv);
+    }
     dout = std::make_unique<DevBuf<T>>(size_t(B * Sq * Hq * D));
     dlse = std::make_unique<DevBuf<float>>(size_t(B * Sq * Hq));
     dsinks = std::make_unique<DevBuf<float>>(sinks);
@@ -224,8 +238,12 @@ struct DecodeProblem {
     od.sink_logits = sink ? dsinks->ptr : nullptr;
   }
   AttentionParams<T> params() const {
-    return make_params<T>(Tensor4<const T>(dq->ptr, {B, Sq, Hq, D}), Tensor4<const T>(dk->ptr, {B, Sk, Hkv, D}),
-                          Tensor4<const T>(dv->ptr, {B, Sk, Hkv, D}), Tensor4<T>(dout->ptr, {B, Sq, Hq, D}), od, false);
+    const int64_t kv_shape[4] = {B, Sk, Hkv, D};
+    const int64_t bshd[4] = {Sk * Hkv * D, Hkv * D, D, 1}, bhsd[4] = {Hkv * Sk * D, D, Sk * D, 1};
+    const int64_t(&kv_strides)[4] = kv_heads_outer ? bhsd : bshd;
+    return make_params<T>(Tensor4<const T>(dq->ptr, {B, Sq, Hq, D}), Tensor4<const T>(dk->ptr, kv_shape, kv_strides),
+                          Tensor4<const T>(dv->ptr, kv_shape, kv_strides), Tensor4<T>(dout->ptr, {B, Sq, Hq, D}), od,
+                          false);
   }
   void poison() {
     dout->poison();
@@ -367,16 +385,40 @@ TEST_CASE("cuda decode CTA: head dims 64, 96, 256 with the in-kernel merge", "[c
     constexpr int D = decltype(d_tag)::value;
     INFO("D " << D);
     DecodeProblem<D> pr(1, 2, 9000, 8, 2, true);
-    for (bool in_kernel : {false, true}) {
-      pr.poison();
-      pr.launch_tuned(nullptr, {0, 0, 0, in_kernel});
-      cuda_ok(cudaStreamSynchronize(nullptr));
-      check_outcome(pr.outcome());
-    }
+    for (bool in_kernel : {false, true})
+      for (int tma : {-1, 0}) {  // TMA copies (sm_90) and the cp.async path
+        INFO("in_kernel " << in_kernel << " tma " << tma);
+        pr.poison();
+        cuda::DecodeTuning tune{0, 0, 0, in_kernel};
+        tune.tma = tma;
+        pr.launch_tuned(nullptr, tune);
+        cuda_ok(cudaStreamSynchronize(nullptr));
+        check_outcome(pr.outcome());
+      }
   };
   one(std::integral_constant<int, 64>{});
   one(std::integral_constant<int, 96>{});
   one(std::integral_constant<int, 256>{});
+}
+
+TEST_CASE("cuda decode CTA: K/V heads outer (BHSD) and rows outer (BSHD), TMA and cp.async copies",
+          "[cuda][decode][split][cta][layout]") {
+  // The tensor maps order heads and rows by stride; both orders, odd kv
+  // lengths (a partial last tile), GQA 4 and MQA.
+  for (bool bhsd : {true, false})
+    for (int64_t hkv : {int64_t(2), int64_t(1)})
+      for (int64_t sk : {int64_t(4099), int64_t(333)}) {
+        DecodeProblem<128> pr(2, 1, sk, 8, hkv, false, bhsd);
+        for (int tma : {-1, 0}) {
+          INFO("bhsd " << bhsd << " Hkv " << hkv << " Sk " << sk << " tma " << tma);
+          pr.poison();
+          cuda::DecodeTuning tune;
+          tune.tma = tma;
+          pr.launch_tuned(nullptr, tune);
+          cuda_ok(cudaStreamSynchronize(nullptr));
+          check_outcome(pr.outcome());
+        }
+      }
 }
 
 TEST_CASE("cuda decode: sinks and LSE through the split merge", "[cuda][decode][split]") {

@@ -180,6 +180,7 @@ AttentionParams<T> make_params_varlen(const Tensor3<const T>& q, const Tensor3<c
   s.q_capacity = max_q;
   s.kv_capacity = max_k;
   s.total_q = Tq;
+  s.total_k = Tk;
   s.cu_q = seqs.cu_seqlens_q;
   s.cu_k = seqs.cu_seqlens_k;
   s.alignment = o.alignment;

@@ -27,6 +27,7 @@ struct ProblemShape {
   int64_t q_capacity = 0;         // padded Sq, or varlen max_seqlen_q
   int64_t kv_capacity = 0;        // padded Sk, or varlen max_seqlen_k
   int64_t total_q = 0;            // varlen: rows of q
+  int64_t total_k = 0;            // varlen: rows of k and v (0: unknown; bounds the GPU's TMA copies)
   const int32_t* cu_q = nullptr;  // varlen when non-null
   const int32_t* cu_k = nullptr;
   const int32_t* q_lens = nullptr;  // padded lengths, null = full

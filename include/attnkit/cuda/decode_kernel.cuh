@@ -7,17 +7,18 @@
 //    forward_kernel.cuh's packing) of one (batch, head group) and one split of
 //    the key range; its kWarps warps share those rows and split the split's
 //    key tiles between them round robin (warp w: tiles n_first + w, + kWarps...);
-//  * each warp streams its own tiles through a private kStages-deep cp.async
-//    ring (no CTA barrier in the main loop: a warp waits only for its own
+//  * each warp streams its own tiles through a private kStages-deep ring
+//    (no CTA barrier in the main loop: a warp waits only for its own
 //    copies), so a CTA keeps kWarps x (kStages - 1) tiles of K and V in
 //    flight while it computes; the decode config fills the SM with one or two
-//    such CTAs (H100: 213 KB of smem at D = 128, one CTA per SM). Measured
-//    (bench/cuda/NOTES-decode.md, Session 5): the warps never wait for data
-//    (no stall samples at the cp.async wait); 38% of their stall samples are
-//    in issuing the copies (32 16-byte cp.async per lane and tile). TMA bulk
-//    copies of one K/V row each (64 per tile) were tried instead: slower
-//    (B1 kv32768 70.8 vs 56.8 us under ncu) and they failed a varlen test, so
-//    they were taken out; a 2D tensor-map copy per tile is the untried next step;
+//    such CTAs (H100: ~197 KB of smem at D = 128, one CTA per SM);
+//  * on sm_90 a tile arrives by TMA (tma.cuh): lane 0 issues one tensor-map
+//    copy per 64-column block of K and of V, completing on the stage's
+//    mbarrier, into the SW128 layout. Why: with 16-byte cp.async (32 per lane
+//    and tile) 38% of the warps' stall samples were in issuing the copies
+//    (bench/cuda/NOTES-decode.md, Session 5; one bulk copy per row was slower
+//    still). Elsewhere, or where a map cannot describe the tensor, the lanes
+//    copy with cp.async into the same layout (KvTensorMaps::use_tma = 0);
 //  * each warp keeps its own running max / sum / O over its tiles (the
 //    mma.sync m16n8k16 math of flash_fwd_kernel, one m-tile), and the CTA
 //    merges the warps through smem at the end: one fp32 partial per split
@@ -40,6 +41,7 @@
 #include "attnkit/cuda/merge_kernel.cuh"
 #include "attnkit/cuda/mma.cuh"
 #include "attnkit/cuda/tile_classifier.cuh"
+#include "attnkit/cuda/tma.cuh"
 #include "attnkit/mask/tile.hpp"
 #include "attnkit/mask/traits.hpp"
 
@@ -61,19 +63,28 @@ struct DecodeConfig {
   static constexpr int kBlockM = 16;  // packed rows of the CTA (one m-tile, every warp)
   static constexpr int kBlockN = kBlockN_;
   static constexpr int kStages = kStages_;
-  static constexpr int kStride = D + 8;  // padded smem row, elements (conflict-free ldmatrix)
+  static constexpr int kStride = D + 8;  // Q's padded smem row, elements (conflict-free ldmatrix)
   static constexpr bool kQInRegs = D <= 128;
   static constexpr int kChunksPerRow = D / 8;  // 16-byte chunks
-  static constexpr int kSmemQ = kBlockM * kStride * 2;
-  static constexpr int kSmemKV = kBlockN * kStride * 2;    // one K or V tile
-  static constexpr int kSmemWarp = kStages * 2 * kSmemKV;  // one warp's ring
-  static constexpr int kOStride = D + 8;                   // floats per row of the warp-merge buffer
+  // K and V tiles: SW128 (tma.cuh), (D + 63) / 64 column blocks of kBlockN
+  // rows x 128 bytes; every block 1024-byte aligned.
+  static constexpr int kColBlocks = (D + 63) / 64;
+  static constexpr int kBlockBytes = kBlockN * 128;
+  static constexpr int kSmemKV = kColBlocks * kBlockBytes;  // one K or V tile
+  static constexpr int kSmemWarp = kStages * 2 * kSmemKV;   // one warp's ring
+  static constexpr int kOStride = D + 8;                    // floats per row of the warp-merge buffer
   static constexpr int kSmemMerge = kWarps * kBlockM * (kOStride + 2) * 4;
-  static constexpr int kSmemBytes = kSmemQ + (kWarps * kSmemWarp > kSmemMerge ? kWarps * kSmemWarp : kSmemMerge);
+  // From the 1024-aligned base: the rings (the merge buffer afterwards), Q,
+  // one mbarrier per warp and stage; plus the alignment slack.
+  static constexpr int kOffQ = kWarps * kSmemWarp > kSmemMerge ? kWarps* kSmemWarp : kSmemMerge;
+  static constexpr int kSmemQ = kBlockM * kStride * 2;
+  static constexpr int kOffBars = kOffQ + kSmemQ;
+  static constexpr int kSmemBytes = kOffBars + kWarps * kStages * 8 + 1024;
   static constexpr int kMinTilesPerSplit = kWarps * kMinTilesPerWarp_;
   static_assert(D % 32 == 0 || D == 96, "head dim must be 64, 96, 128 or 256");
   static_assert(kBlockN % 16 == 0, "key tile must be a multiple of 16");
   static_assert(kStages >= 2, "at least two buffers per warp");
+  static_assert(kBlockBytes % 1024 == 0 && kOffQ % 16 == 0 && kSmemQ % 8 == 0, "SW128 blocks 1024-byte aligned");
 };
 
 template <class Cfg>
@@ -83,7 +94,8 @@ struct IsDecodeConfig<DecodeConfig<T, D, W, N, S, M>> : std::true_type {};
 
 template <class Cfg, class Mask>
 __global__ void __launch_bounds__(Cfg::kThreads)
-    flash_decode_kernel(const FwdArgs<typename Cfg::Elem> a, const Mask mask) {
+    flash_decode_kernel(const FwdArgs<typename Cfg::Elem> a, const Mask mask,
+                        const __grid_constant__ detail::KvTensorMaps maps) {
   using T = typename Cfg::Elem;
   using Ops = detail::MmaOps<T>;
   constexpr int D = Cfg::D, kBlockM = Cfg::kBlockM, kBlockN = Cfg::kBlockN, kStride = Cfg::kStride;
@@ -93,13 +105,17 @@ __global__ void __launch_bounds__(Cfg::kThreads)
 
   extern __shared__ __align__(16) unsigned char smem_raw[];
   __shared__ unsigned s_last;  // in-kernel merge: this CTA took its unit's last ticket
-  const uint32_t sQ = detail::smem_addr(smem_raw);
+  const uint32_t s_raw = detail::smem_addr(smem_raw);
+  const uint32_t s_base = (s_raw + 1023u) & ~1023u;  // SW128 blocks (TMA's swizzle) are 1024-byte aligned
+  const uint32_t sQ = s_base + Cfg::kOffQ;
 
   const AttentionParams<T>& p = a.p;
   const ProblemShape& s = p.shape;
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
   const int g = lane >> 2, t = lane & 3;
-  const uint32_t sW = sQ + Cfg::kSmemQ + warp * Cfg::kSmemWarp;  // this warp's ring
+  const uint32_t sW = s_base + warp * Cfg::kSmemWarp;            // this warp's ring
+  const uint32_t sBar = s_base + Cfg::kOffBars + warp * kS * 8;  // its stages' mbarriers
+  const bool use_tma = maps.use_tma != 0;
 
   const int mb = a.m_blocks - 1 - static_cast<int>(blockIdx.x % a.m_blocks);
   const int split = static_cast<int>(blockIdx.x / a.m_blocks);
@@ -112,6 +128,13 @@ __global__ void __launch_bounds__(Cfg::kThreads)
   const int row_limit = s.varlen() ? q_len : static_cast<int>(s.q_capacity);
   const int r0 = mb * kBlockM;
   if (r0 >= row_limit * G) return;
+  if (use_tma && lane == 0) {
+#pragma unroll
+    for (int st = 0; st < kS; ++st) detail::mbarrier_init(sBar + st * 8, 1);
+    detail::mbarrier_init_fence();
+    if (warp == 0) detail::prefetch_tensor_map(&maps.k), detail::prefetch_tensor_map(&maps.v);
+  }
+  __syncwarp();
   const SeqCtx ctx0 = SeqCtx::make(b, h0, q_len, kv_len, s.alignment);
 
   // This thread's two rows (g and g + 8 of the m-tile): query row and head - h0.
@@ -157,14 +180,42 @@ __global__ void __launch_bounds__(Cfg::kThreads)
   const T* v_base = p.v + (s.varlen() ? 0 : b * p.v_layout.batch_stride) + kv_start * p.v_layout.row_stride +
                     hk * p.v_layout.head_stride;
 
-  // One K or V tile by this warp's 32 lanes; rows past kv_len are zero-filled.
+  // Tile n of K and V into ring stage `stage`. TMA: lane 0 arms the stage's
+  // mbarrier with the boxes' bytes and issues one copy per column block (rows
+  // past kv_len hold whatever follows them, zeros past the tensor: V's are
+  // zeroed after the wait). cp.async: the lanes copy 16-byte chunks into the
+  // same SW128 layout, zero-filling rows past kv_len.
+  const int kv_row0 = static_cast<int>(kv_start);
+  const int tma_batch = s.varlen() ? 0 : static_cast<int>(b);
   auto load_kv = [&](uint32_t dst, const T* base, int64_t row_stride, int n) {
-    detail::copy_rows_async<32, kBlockN, Cfg::kChunksPerRow, kStride>(dst, base, row_stride, n * kBlockN, kv_len, lane);
+    const int rows_ok = kv_len - n * kBlockN;
+    for (int c = lane; c < kBlockN * Cfg::kChunksPerRow; c += 32) {
+      const int r = c / Cfg::kChunksPerRow, ch = c % Cfg::kChunksPerRow;
+      const bool ok = r < rows_ok;
+      detail::cp_async_16(dst + detail::sw128_offset(kBlockN, r, ch * 8),
+                          ok ? base + (n * kBlockN + r) * row_stride + ch * 8 : base, ok);
+    }
   };
   auto load_tile = [&](int stage, int n) {
-    load_kv(sW + stage * 2 * Cfg::kSmemKV, k_base, p.k_layout.row_stride, n);
-    load_kv(sW + stage * 2 * Cfg::kSmemKV + Cfg::kSmemKV, v_base, p.v_layout.row_stride, n);
+    const uint32_t dst = sW + stage * 2 * Cfg::kSmemKV;
+    if (use_tma) {
+      if (lane == 0) {
+        const uint32_t bar = sBar + stage * 8;
+        detail::mbarrier_arrive_expect_tx(bar, 2 * Cfg::kSmemKV);
+        const int row = kv_row0 + n * kBlockN, hd = static_cast<int>(hk);
+        const int c1 = maps.rows_inner ? row : hd, c2 = maps.rows_inner ? hd : row;
+#pragma unroll
+        for (int cb = 0; cb < Cfg::kColBlocks; ++cb) {
+          detail::tma_load_4d(dst + cb * Cfg::kBlockBytes, &maps.k, cb * 64, c1, c2, tma_batch, bar);
+          detail::tma_load_4d(dst + Cfg::kSmemKV + cb * Cfg::kBlockBytes, &maps.v, cb * 64, c1, c2, tma_batch, bar);
+        }
+      }
+    } else {
+      load_kv(dst, k_base, p.k_layout.row_stride, n);
+      load_kv(dst + Cfg::kSmemKV, v_base, p.v_layout.row_stride, n);
+    }
   };
+  uint32_t phases = 0;  // TMA: bit st = parity of stage st's next completion
 
   // Partial tiles: rows' key spans (arithmetic ones recomputed per tile,
   // memory-reading ones found once per warp), else the predicate.
@@ -218,8 +269,14 @@ __global__ void __launch_bounds__(Cfg::kThreads)
     __syncthreads();                  // ... for every warp
 
     const uint32_t q_warp = sQ + ((lane % 16) * kStride + (lane / 16) * 8) * 2;
-    const uint32_t k_lane = (((lane % 8) + 8 * (lane / 16)) * kStride + 8 * ((lane / 8) % 2)) * 2;
-    const uint32_t v_lane = (((lane % 8) + 8 * ((lane / 8) % 2)) * kStride + 8 * (lane / 16)) * 2 + Cfg::kSmemKV;
+    // SW128 fragment addresses: a lane's ldmatrix row r has r % 8 == lane % 8,
+    // so its chunk is the compile-time chunk (even) XOR a per-lane constant.
+    // K (S = Q K^T): key row nb*8 + lane%8 + 8*(lane/16), chunk 2kk + (lane/8)%2.
+    // V (O += P V, transposed): key row kc*16 + lane%8 + 8*((lane/8)%2), chunk nd + lane/16.
+    const uint32_t k_lane = ((lane % 8) + 8 * (lane / 16)) * 128;
+    const uint32_t k_x = ((lane / 8) % 2) ^ (lane % 8);
+    const uint32_t v_lane = ((lane % 8) + 8 * ((lane / 8) % 2)) * 128 + Cfg::kSmemKV;
+    const uint32_t v_x = (lane / 16) ^ (lane % 8);
     uint32_t qf[Cfg::kQInRegs ? D / 16 : 1][4];
     if constexpr (Cfg::kQInRegs) {
 #pragma unroll
@@ -234,8 +291,24 @@ __global__ void __launch_bounds__(Cfg::kThreads)
         n_ld = next_tile(n_ld + kW, kind_ld);
       }
       detail::cp_async_commit();
-      detail::cp_async_wait<kS - 1>();
-      __syncwarp();  // every lane's copies of this tile visible to the warp
+      const int j_tile = n * kBlockN;
+      if (use_tma) {
+        detail::mbarrier_wait(sBar + stage * 8, (phases >> stage) & 1u);
+        phases ^= 1u << stage;
+        if (j_tile + kBlockN > kv_len) {
+          // V rows past kv_len: P is 0 there, but 0 x NaN is not.
+          const uint32_t v_tile = sW + stage * 2 * Cfg::kSmemKV + Cfg::kSmemKV;
+          const int rows_ok = kv_len - j_tile;
+          for (int e = lane; e < (kBlockN - rows_ok) * Cfg::kColBlocks * 8; e += 32) {
+            const int r = rows_ok + e / (Cfg::kColBlocks * 8), cb = (e / 8) % Cfg::kColBlocks;
+            detail::st_shared_zero16(v_tile + cb * Cfg::kBlockBytes + r * 128 + (e % 8) * 16);
+          }
+          detail::fence_proxy_async();  // before a later TMA write of this stage
+        }
+      } else {
+        detail::cp_async_wait<kS - 1>();
+      }
+      __syncwarp();  // every lane's copies (and zeros) of this tile visible to the warp
       const uint32_t k_frag = sW + stage * 2 * Cfg::kSmemKV + k_lane;
       const uint32_t v_frag = sW + stage * 2 * Cfg::kSmemKV + v_lane;
 
@@ -255,7 +328,7 @@ __global__ void __launch_bounds__(Cfg::kThreads)
 #pragma unroll
         for (int nb = 0; nb < kNS; nb += 2) {
           uint32_t bf[4];
-          detail::ldmatrix_x4(bf, k_frag + (nb * 8 * kStride + kk * 16) * 2);
+          detail::ldmatrix_x4(bf, k_frag + (kk / 4) * Cfg::kBlockBytes + nb * 8 * 128 + (((2 * kk) % 8) ^ k_x) * 16);
           Ops::mma(sc[nb], af, bf[0], bf[1]);
           Ops::mma(sc[nb + 1], af, bf[2], bf[3]);
         }
@@ -263,7 +336,6 @@ __global__ void __launch_bounds__(Cfg::kThreads)
 
       // Logits: softcap / ALiBi (or a non-positive scale) transform into log2
       // units here; plain scaling folds into exp2's FFMA below.
-      const int j_tile = n * kBlockN;
       const bool need_check = kind != TileKind::Full || j_tile + kBlockN > kv_len;
       if (transform) {
 #pragma unroll
@@ -366,7 +438,7 @@ __global__ void __launch_bounds__(Cfg::kThreads)
 #pragma unroll
         for (int nd = 0; nd < kNO; nd += 2) {
           uint32_t bf[4];
-          detail::ldmatrix_x4_trans(bf, v_frag + (kc * 16 * kStride + nd * 8) * 2);
+          detail::ldmatrix_x4_trans(bf, v_frag + (nd / 8) * Cfg::kBlockBytes + kc * 16 * 128 + ((nd % 8) ^ v_x) * 16);
           Ops::mma(o[nd], pf, bf[0], bf[1]);
           Ops::mma(o[nd + 1], pf, bf[2], bf[3]);
         }
@@ -382,8 +454,8 @@ __global__ void __launch_bounds__(Cfg::kThreads)
   // is past its loop): warp w's row max (log2 units), sum and unnormalised O.
   detail::cp_async_wait<0>();
   __syncthreads();
-  float* const sO = reinterpret_cast<float*>(smem_raw + Cfg::kSmemQ);  // [kW][kBlockM][kOStride]
-  float* const sM = sO + kW * kBlockM * Cfg::kOStride;                 // [kW][kBlockM]
+  float* const sO = reinterpret_cast<float*>(smem_raw + (s_base - s_raw));  // [kW][kBlockM][kOStride], over the rings
+  float* const sM = sO + kW * kBlockM * Cfg::kOStride;                      // [kW][kBlockM]
   float* const sL = sM + kW * kBlockM;
 #pragma unroll
   for (int rr = 0; rr < 2; ++rr) {

@@ -15,6 +15,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -23,6 +24,7 @@
 #include "attnkit/cuda/check.cuh"
 #include "attnkit/cuda/decode_kernel.cuh"
 #include "attnkit/cuda/forward_kernel.cuh"
+#include "attnkit/cuda/tma.cuh"
 
 namespace attnkit::cuda {
 
@@ -77,6 +79,7 @@ struct DeviceState {
   int dev = 0;
   int sms = 132;
   int smem_optin = 48 * 1024;  // largest dynamic shared memory a CTA can opt in to
+  int cc_major = 8;            // compute capability (TMA from 9)
   cudaMemPool_t pool = nullptr;
   std::mutex mu;  // guards `split` and `tick`
   std::vector<std::unique_ptr<SplitWorkspace>> split;
@@ -100,6 +103,7 @@ inline DeviceState& device_state(int dev) {
   check(cudaDeviceGetAttribute(&made->sms, cudaDevAttrMultiProcessorCount, dev), "cudaDeviceGetAttribute");
   check(cudaDeviceGetAttribute(&made->smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev),
         "cudaDeviceGetAttribute");
+  check(cudaDeviceGetAttribute(&made->cc_major, cudaDevAttrComputeCapabilityMajor, dev), "cudaDeviceGetAttribute");
   // The workspace pool keeps its memory (release threshold = max): the
   // default pool would hand pages back at every synchronisation and re-map
   // them on the next call, which costs more than a decode call itself.
@@ -251,12 +255,31 @@ constexpr auto kernel_for() {
     return flash_fwd_kernel<Cfg, Mask>;
 }
 
+// K and V tensor maps for flash_decode_kernel's TMA copies (tma.cuh): on
+// sm_90+, where both operands are expressible (16-byte aligned, strides in
+// multiples of 16 bytes, the same row / head stride order) and varlen knows
+// its total key rows; else use_tma = 0 and the kernel copies with cp.async.
+template <class T>
+KvTensorMaps kv_tensor_maps(const AttentionParams<T>& p, const DeviceState& st, int box_rows, int d, bool allow) {
+  KvTensorMaps m{};
+  const ProblemShape& s = p.shape;
+  const int64_t rows = s.varlen() ? s.total_k : s.kv_capacity, batch = s.varlen() ? 1 : s.batch;
+  const bool rows_inner = p.k_layout.row_stride < p.k_layout.head_stride;
+  if (!allow || st.cc_major < 9 || rows_inner != (p.v_layout.row_stride < p.v_layout.head_stride)) return m;
+  const CUtensorMapDataType type =
+      std::is_same<T, half>::value ? CU_TENSOR_MAP_DATA_TYPE_FLOAT16 : CU_TENSOR_MAP_DATA_TYPE_BFLOAT16;
+  m.rows_inner = rows_inner ? 1 : 0;
+  m.use_tma = encode_kv_map(&m.k, type, p.k, p.k_layout, d, s.kv_heads, rows, batch, rows_inner, box_rows) &&
+              encode_kv_map(&m.v, type, p.v, p.v_layout, d, s.kv_heads, rows, batch, rows_inner, box_rows);
+  return m;
+}
+
 // One launch of the configuration's kernel, then merge_splits_kernel when
 // `a.num_splits` > 1 and the merge is not in the kernel. Splits take a
-// workspace from `st`.
+// workspace from `st`. `allow_tma`: flash_decode_kernel may copy by TMA.
 template <class Cfg, class Mask>
 void launch_fwd(FwdArgs<typename Cfg::Elem>& a, const Mask& mask, cudaStream_t stream, DeviceState& st,
-                bool in_kernel_merge = false) {
+                bool in_kernel_merge = false, bool allow_tma = true) {
   const ProblemShape& s = a.p.shape;
   const int64_t rows = s.q_capacity * a.group_pack;
   a.m_blocks = static_cast<int>((rows + Cfg::kBlockM - 1) / Cfg::kBlockM);
@@ -279,7 +302,11 @@ void launch_fwd(FwdArgs<typename Cfg::Elem>& a, const Mask& mask, cudaStream_t s
   allow_smem(kernel, Cfg::kSmemBytes, st.dev);
   const dim3 grid(static_cast<unsigned>(a.m_blocks * a.num_splits), static_cast<unsigned>(head_groups),
                   static_cast<unsigned>(s.batch));
-  kernel<<<grid, Cfg::kThreads, Cfg::kSmemBytes, stream>>>(a, mask);
+  if constexpr (IsDecodeConfig<Cfg>::value)
+    kernel<<<grid, Cfg::kThreads, Cfg::kSmemBytes, stream>>>(a, mask,
+                                                             kv_tensor_maps(a.p, st, Cfg::kBlockN, Cfg::D, allow_tma));
+  else
+    kernel<<<grid, Cfg::kThreads, Cfg::kSmemBytes, stream>>>(a, mask);
   check_launch(IsDecodeConfig<Cfg>::value ? "flash_decode_kernel" : "flash_fwd_kernel");
   if (a.num_splits > 1 && !in_kernel_merge) {
     const dim3 mgrid(static_cast<unsigned>(s.q_capacity * s.q_heads), static_cast<unsigned>(s.batch));
@@ -354,6 +381,9 @@ struct DecodeTuning {
   // flash_fwd_kernel decode) uses the merge kernel (its in-kernel merge
   // funnels a unit through one warp: B1 kv4096 26.6 vs 22.8 us).
   int in_kernel_merge = -1;
+  // flash_decode_kernel's K/V copies: -1 TMA where the device and layout
+  // allow it (the default), 0 cp.async (the pre-Hopper path, for tests).
+  int tma = -1;
 };
 
 // One forward call with configuration Cfg. Decode (GQA packing + split-KV)
@@ -395,7 +425,7 @@ void forward_with(const AttentionParams<T>& p, const Mask& mask, cudaStream_t st
       a.split_chunk = tune.split_chunk > 0 ? tune.split_chunk : detail::plan_split_chunk(a.num_splits);
   }
   const bool in_kernel = tune.in_kernel_merge < 0 ? IsDecodeConfig<Cfg>::value : tune.in_kernel_merge != 0;
-  detail::launch_fwd<Cfg>(a, mask, stream, st, decode && in_kernel);
+  detail::launch_fwd<Cfg>(a, mask, stream, st, decode && in_kernel, tune.tma != 0);
 }
 
 // Runs one forward call with head dim D (== Dv) fixed at compile time.

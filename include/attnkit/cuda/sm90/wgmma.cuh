@@ -2,12 +2,9 @@
 // descriptors for the 128-byte-swizzled layout, the wgmma.mma_async forms the
 // sm90 forward kernel uses, and the fence / commit / wait around them.
 //
-// Layout every smem operand here uses ("SW128"): a tile of R rows x C
-// 16-bit columns (C a multiple of 64) is stored as C / 64 column blocks, each
-// R rows of 128 bytes; 16-byte chunk c of row r sits at chunk c ^ (r % 8)
-// (the hardware's 128-byte swizzle on address bits [4:6] ^= [7:9], so every
-// column block must start 1024-byte aligned). Element (r, c) lives at byte
-//   (c / 64) * R * 128 + r * 128 + (((c % 64) / 8) ^ (r % 8)) * 16 + (c % 8) * 2.
+// Every smem operand here uses the SW128 layout of cuda/tma.cuh (column
+// blocks of 64 16-bit columns, rows of 128 bytes, chunk c of row r at
+// c ^ (r % 8); element (r, c) at sw128_offset(R, r, c)).
 // K-major operands (Q and K for S = Q K^T: rows = M or N, columns = the
 // reduction dim): stride byte offset 1024 (next 8-row group), leading byte
 // offset unused; the k-th 16-column step within a column block advances the
@@ -26,13 +23,12 @@
 #include <cstdint>
 
 #include "attnkit/core/dtype.hpp"
+#include "attnkit/cuda/tma.cuh"
 
 namespace attnkit::cuda::sm90 {
 
-// Byte offset of element (r, c) in an SW128 tile of `rows` rows.
-__host__ __device__ constexpr uint32_t sw128_offset(int rows, int r, int c) {
-  return static_cast<uint32_t>((c / 64) * rows * 128 + r * 128 + ((((c % 64) / 8) ^ (r % 8)) * 16) + (c % 8) * 2);
-}
+using detail::fence_proxy_async;
+using detail::sw128_offset;
 
 // Matrix descriptor: start address, leading / stride byte offsets (all >> 4),
 // swizzle mode in bits 62-63 (1 = 128-byte swizzle).
@@ -51,10 +47,6 @@ template <int N>
 __device__ __forceinline__ void wait() {
   asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
 }
-// Orders this thread's generic-proxy smem writes (cp.async, st.shared) before
-// later async-proxy reads (wgmma operands); put it before the barrier.
-__device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
-
 // Keeps the compiler from moving accumulator reads/writes across a wgmma
 // that is still in flight (the registers are bound to the async op).
 template <int N>
