@@ -115,6 +115,23 @@ FILE* g_csv = nullptr;
 
 __global__ void empty_kernel() {}
 
+// Two buffers read once, 4 independent 16-byte loads in flight per thread:
+// the floor a decode call's K + V bytes cost under the same flush.
+__global__ void read_two_kernel(const uint4* a, const uint4* b, size_t n, unsigned* sink) {
+  uint4 acc = make_uint4(0, 0, 0, 0);
+  const size_t stride = size_t(gridDim.x) * blockDim.x;
+  for (const uint4* p : {a, b})
+    for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += 4 * stride) {
+      uint4 x[4];
+#pragma unroll
+      for (int u = 0; u < 4; ++u) x[u] = i + u * stride < n ? p[i + u * stride] : make_uint4(0, 0, 0, 0);
+#pragma unroll
+      for (int u = 0; u < 4; ++u) acc.x ^= x[u].x, acc.y ^= x[u].y, acc.z ^= x[u].z, acc.w ^= x[u].w;
+    }
+  if ((acc.x ^ acc.y ^ acc.z ^ acc.w) == 0x12345678u) *sink = 1;  // keeps the loads
+}
+
+
 void report(const char* kind, const std::string& name, const char* mask, int64_t B, int64_t N, int64_t Hq, int64_t Hkv,
             int64_t D, double ms, double tflops, double gbps, double pairs) {
   std::printf("%-7s %-34s %-10s ms %9.4f  TFLOP/s %7.1f  GB/s %7.1f\n", kind, name.c_str(), mask, ms, tflops, gbps);
@@ -274,13 +291,21 @@ void decode_cfg(const char* tag, int64_t B, int64_t kv, Flusher& flush, int reps
           ok(cudaStreamIsCapturing(nullptr, &c), "cudaStreamIsCapturing");
         },
         200);
+    const auto pmaps = make_params<T>(qv, kv_, vv, ov, opts, false);
+    const double t_maps = median_us(
+        [&] {
+          const auto m = cuda::detail::kv_tensor_maps(pmaps, cuda::detail::device_state(0), 32, 128, true);
+          if (!m.use_tma) std::printf("tensor maps not encoded\n");
+        },
+        200);
     std::printf(
         "host    on_device %.1f us, make_params %.1f us, attention_forward (launch, no sync) %.1f us, pool "
         "alloc+free %.1f us, empty-kernel launch %.1f us, idle sync %.1f us, cudaGetDevice %.2f us, "
-        "cudaStreamGetId %.2f us, cudaStreamIsCapturing %.2f us\n",
-        t_place, t_params, t_fwd[t_fwd.size() / 2], t_alloc, t_empty, t_sync, t_getdev, t_sid, t_cap);
+        "cudaStreamGetId %.2f us, cudaStreamIsCapturing %.2f us, K/V tensor maps %.2f us\n",
+        t_place, t_params, t_fwd[t_fwd.size() / 2], t_alloc, t_empty, t_sync, t_getdev, t_sid, t_cap, t_maps);
     report("host", "host on_device", "-", B, kv, Hq, Hkv, D, t_place * 1e-3, 0, 0, 0);
     report("host", "host make_params", "-", B, kv, Hq, Hkv, D, t_params * 1e-3, 0, 0, 0);
+    report("host", "host K/V tensor maps", "-", B, kv, Hq, Hkv, D, t_maps * 1e-3, 0, 0, 0);
     report("host", "host attention_forward", "-", B, kv, Hq, Hkv, D, t_fwd[t_fwd.size() / 2] * 1e-3, 0, 0, 0);
     report("host", "host pool alloc+free", "-", B, kv, Hq, Hkv, D, t_alloc * 1e-3, 0, 0, 0);
     report("host", "host empty-kernel launch", "-", B, kv, Hq, Hkv, D, t_empty * 1e-3, 0, 0, 0);
@@ -375,6 +400,25 @@ void variants(Flusher& flush, int reps) {
                                                  flush, reps);
 }
 
+// The read floor of a decode shape: its K and V bytes read by read_two_kernel.
+void read_floor(int64_t B, int64_t kv, Flusher& flush, int reps) {
+  const size_t bytes = size_t(B * kv * 8 * 128 * 2);  // one of K / V (Hkv 8, D 128, bf16)
+  void *k = nullptr, *v = nullptr;
+  ok(cudaMalloc(&k, bytes), "cudaMalloc"), ok(cudaMalloc(&v, bytes), "cudaMalloc");
+  ok(cudaMemset(k, 1, bytes), "memset"), ok(cudaMemset(v, 2, bytes), "memset");
+  int sms = 0;
+  ok(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0), "attr");
+  const double ms = median_ms(
+      [&] {
+        read_two_kernel<<<sms * 8, 256>>>(static_cast<const uint4*>(k), static_cast<const uint4*>(v), bytes / 16,
+                                          flush.sink);
+      },
+      flush, reps);
+  report("variant", "read-floor decode B" + std::to_string(B) + " kv" + std::to_string(kv) + " H32/8 D128", "-", B, kv,
+         32, 8, 128, ms, 0, 2.0 * double(bytes) / (ms * 1e-3) / 1e9, 0);
+  cudaFree(k), cudaFree(v);
+}
+
 // flash_decode_kernel with its K/V copied by cp.async instead of TMA (Session 6).
 cuda::DecodeTuning cp_async_copies() {
   cuda::DecodeTuning t;
@@ -402,6 +446,7 @@ void decode_variants(Flusher& flush, int reps) {
     decode_cfg<Cta>("min-tiles4 ", 1, kv, flush, reps, false, {4});
     decode_cfg<Cta>("min-tiles16 ", 1, kv, flush, reps, false, {16});
     decode_cfg<Cta>("cp-async ", 1, kv, flush, reps, false, cp_async_copies());
+    read_floor(1, kv, flush, reps);
   }
   for (int64_t kv : {4096, 32768}) {
     decode_cfg<W1N32>("old-w1n32 ", 8, kv, flush, reps, false);
@@ -409,6 +454,7 @@ void decode_variants(Flusher& flush, int reps) {
     decode_cfg<DecodeConfig<T, 128, 8, 16, 3>>("w8n16s3 ", 8, kv, flush, reps, false);
     decode_cfg<DecodeConfig<T, 128, 2, 32, 3>>("w2n32s3 ", 8, kv, flush, reps, false);
     decode_cfg<Cta>("cp-async ", 8, kv, flush, reps, false, cp_async_copies());
+    read_floor(8, kv, flush, reps);
   }
   // The default configuration under the other two flush modes (see Flusher).
   for (auto mode : {Flusher::Clean, Flusher::None}) {
@@ -416,6 +462,7 @@ void decode_variants(Flusher& flush, int reps) {
     const char* tag = mode == Flusher::Clean ? "clean-flush " : "no-flush ";
     for (int64_t kv : {4096, 32768, 131072}) decode_cfg<Cta>(tag, 1, kv, flush, reps, false);
     decode_cfg<Cta>(tag, 8, 32768, flush, reps, false);
+    for (int64_t kv : {4096, 32768, 131072}) read_floor(1, kv, flush, reps);
     decode_cfg<Cta>(mode == Flusher::Clean ? "clean-flush merge-kernel " : "no-flush merge-kernel ", 1, 4096, flush,
                     reps, false, {0, 0, 0, false});
   }

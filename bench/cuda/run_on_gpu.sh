@@ -10,11 +10,15 @@
 #      .gpu/build/examples/cuda/llama3_decode .gpu/   (configure with -DATTNKIT_NATIVE=OFF: other CPU there)
 #   cp -L "$(dirname "$(which nvcc)")/../lib/libcudart.so.13" .gpu/ && strip .gpu/attnkit_cuda_*
 # then run `bash bench/cuda/run_on_gpu.sh` there with .gpu carried.
-# Knobs: TESTS=0 SANITIZE=0 EXAMPLE=0 BENCH=0 TORCH=0 MOBA=0 VARIANTS=1 PROFILE=1 REPS=20,
+# Knobs: TESTS=0 SANITIZE=0 EXAMPLE=0 BENCH=0 TORCH=0 MOBA=0 VARIANTS=1 PROFILE=1 NCU_DECODE=1 REPS=20,
 # BENCH_ARGS=--prefill-only (more bench flags), SM90_VARIANTS=1 (the sm90 configurations, own log),
 # TEST_FILTER='[moba]' (a Catch2 test spec), MOBA_SIZES=32768,131072 and
 # MOBA_CONFIGS=4096:12,512:3 (MoBA bench sizes and Bs:top_k configurations),
-# SANITIZE_SPEC='[rope],[moba]' (the memcheck subset; tags, since names contain commas).
+# SANITIZE_SPEC='[rope],[moba]' (the memcheck subset; tags, since names contain commas),
+# PROFILE_KERNEL / PROFILE_ARGS / PROFILE_SKIP (the full Nsight Compute profile: default one
+# D128 causal prefill; decode: PROFILE_KERNEL=flash_decode PROFILE_ARGS='--one-decode
+# --one-decode-kv 32768' PROFILE_SKIP=3), NCU_DECODE=1 (a few Nsight Compute sections on three
+# single decode launches: flash_decode_kernel at B1 kv32768 and kv4096, the one-warp kernel).
 set -u
 OUT=${OUT:-/tmp/attnkit_gpu_out}
 mkdir -p "$OUT"
@@ -67,13 +71,31 @@ if [ "${SM90_VARIANTS:-0}" = 1 ]; then
   summary+=("sm90 variants: rc=$?")
 fi
 if [ "${PROFILE:-0}" = 1 ]; then
-  # Nsight Compute on one D128 causal prefill launch: the details page (stall
-  # reasons, occupancy, pipes) and per-instruction SASS counters.
-  timeout 240 ncu --kernel-name regex:flash_fwd_kernel --launch-skip 2 --launch-count 1 --set full \
-    -o "$OUT/prof" -f "$BIN/attnkit_cuda_bench" --one >"$OUT/ncu.log" 2>&1
+  # Nsight Compute, full set, on one launch: the details page (stall reasons,
+  # occupancy, pipes) and per-instruction SASS counters.
+  timeout 240 ncu --kernel-name "regex:${PROFILE_KERNEL:-flash_fwd_kernel}" --launch-skip "${PROFILE_SKIP:-2}" \
+    --launch-count 1 --set full --import-source no -o "$OUT/prof" -f "$BIN/attnkit_cuda_bench" ${PROFILE_ARGS:---one} \
+    >"$OUT/ncu.log" 2>&1
   summary+=("ncu: rc=$?")
   ncu --import "$OUT/prof.ncu-rep" --page details >"$OUT/prof_details.txt" 2>&1
   ncu --import "$OUT/prof.ncu-rep" --page source --print-source sass --csv >"$OUT/prof_sass.csv" 2>&1
+  grep -E "Stall|stall" "$OUT/prof_details.txt" | head -30
+fi
+if [ "${NCU_DECODE:-0}" = 1 ]; then
+  secs="--section SpeedOfLight --section LaunchStats --section Occupancy --section WarpStateStats --section MemoryWorkloadAnalysis --section SchedulerStats"
+  prof() {  # name, kernel regex, bench args...
+    local name=$1 re=$2
+    shift 2
+    timeout 90 ncu --launch-skip 3 --launch-count 1 -k "regex:$re" $secs "$BIN/attnkit_cuda_bench" "$@" \
+      >"$OUT/ncu_$name.log" 2>&1
+    summary+=("ncu $name: rc=$?")
+    echo "== ncu $name"
+    grep -E "Duration|DRAM Throughput|Memory Throughput|Achieved Occupancy|Theoretical Occupancy|Registers Per|Grid Size|Block Size|Waves Per SM|Warp Cycles Per Issued|Elapsed Cycles|SM Active Cycles|Issued Warp|No Eligible|Dynamic Shared" \
+      "$OUT/ncu_$name.log" | head -24
+  }
+  prof decode_b1_kv32768 flash_decode --one-decode --one-decode-kv 32768
+  prof decode_b1_kv4096 flash_decode --one-decode --one-decode-kv 4096
+  prof one_warp_b1_kv32768 flash_fwd --one-decode-old --one-decode-kv 32768
 fi
 if [ "${TORCH:-1}" = 1 ] && [ -f "$OUT/attnkit.csv" ]; then
   timeout 400 python3 "$HERE/torch_compare.py" --attnkit "$OUT/attnkit.csv" --reps "$REPS" --out "$OUT/torch.csv" \

@@ -226,7 +226,10 @@ __global__ void __launch_bounds__(Cfg::kThreads)
     n_hi = n_lo + static_cast<int>(a.tiles_per_split) < n_tiles ? n_lo + static_cast<int>(a.tiles_per_split) : n_tiles;
   }
   const detail::TileClassifier<Mask> cls{mask, ctx0, G, i_lo, i_hi, kv_len, kBlockN};
-  int n_first = n_hi, n_last = n_lo - 1;
+  // Empty unless the split has rows and tiles: a split that starts past this
+  // sequence's last tile (varlen / padded lengths shorter than the plan's
+  // capacity) must visit nothing, not the tiles between n_hi and n_lo.
+  int n_first = n_hi, n_last = n_hi - 1;
   TileKind kind_first = TileKind::Partial;
   if (i_lo < i_hi && n_lo < n_hi) {
     n_first = cls.first_nonempty(n_lo, n_hi, kind_first);

@@ -35,7 +35,8 @@ namespace attnkit::cuda {
 // DecodeCta (decode without fused RoPE, flash_decode_kernel): 4 warps share
 // 16 packed rows (a GQA group's heads x up to 16 queries) and split the key
 // tiles; each warp streams 32-key tiles (16 at D = 256) through a 3-deep
-// ring of its own. D = 128: 213 KB of smem, one CTA per SM; D = 64: two.
+// ring of its own (TMA on sm_90, else cp.async). D = 128: 197 KB of smem,
+// one CTA per SM; D = 64: two.
 // Decode (fused-RoPE decode, flash_fwd_kernel): one warp per CTA, 16 packed
 // rows, many CTAs over key splits.
 template <class T, int D>
@@ -430,7 +431,7 @@ void forward_with(const AttentionParams<T>& p, const Mask& mask, cudaStream_t st
 
 // Runs one forward call with head dim D (== Dv) fixed at compile time.
 // Decode runs flash_decode_kernel (Configs::DecodeCta) where the device lets a
-// CTA have its shared memory (Hopper: 227 KB; D = 128 takes 213 KB), else the
+// CTA have its shared memory (Hopper: 227 KB; D = 128 takes 197 KB), else the
 // one-warp flash_fwd_kernel decode (Configs::Decode, 39 KB at D = 128).
 template <int D, class T, class Mask>
 void forward_hdim(const AttentionParams<T>& p, const Mask& mask, cudaStream_t stream) {
