@@ -131,7 +131,6 @@ __global__ void read_two_kernel(const uint4* a, const uint4* b, size_t n, unsign
   if ((acc.x ^ acc.y ^ acc.z ^ acc.w) == 0x12345678u) *sink = 1;  // keeps the loads
 }
 
-
 void report(const char* kind, const std::string& name, const char* mask, int64_t B, int64_t N, int64_t Hq, int64_t Hkv,
             int64_t D, double ms, double tflops, double gbps, double pairs) {
   std::printf("%-7s %-34s %-10s ms %9.4f  TFLOP/s %7.1f  GB/s %7.1f\n", kind, name.c_str(), mask, ms, tflops, gbps);

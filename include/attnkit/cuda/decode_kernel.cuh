@@ -146,21 +146,10 @@ __global__ void __launch_bounds__(Cfg::kThreads)
   const int i_lo = r0 / G;
   const int i_hi = (r0 + kBlockM - 1) / G + 1 < q_len ? (r0 + kBlockM - 1) / G + 1 : q_len;
   const int n_tiles = (kv_len + kBlockN - 1) / kBlockN;
-  int n_lo = 0, n_hi = n_tiles;
-  if (a.num_splits > 1) {
-    n_lo = split * static_cast<int>(a.tiles_per_split);
-    n_hi = n_lo + static_cast<int>(a.tiles_per_split) < n_tiles ? n_lo + static_cast<int>(a.tiles_per_split) : n_tiles;
-  }
   const detail::TileClassifier<Mask> cls{mask, ctx0, G, i_lo, i_hi, kv_len, kBlockN};
-  // Empty unless the split has rows and tiles: a split that starts past this
-  // sequence's last tile (varlen / padded lengths shorter than the plan's
-  // capacity) must visit nothing, not the tiles between n_hi and n_lo.
-  int n_first = n_hi, n_last = n_hi - 1;
-  if (i_lo < i_hi && n_lo < n_hi) {
-    TileKind k0 = TileKind::Partial;
-    n_first = cls.first_nonempty(n_lo, n_hi, k0);
-    if (n_first < n_hi) n_last = static_cast<int>(cls.last_nonempty(n_first, n_hi));
-  }
+  int n_first = 0, n_last = -1;
+  TileKind kind_first = TileKind::Partial;
+  cls.split_tiles(split, a.num_splits, static_cast<int>(a.tiles_per_split), n_tiles, n_first, n_last, kind_first);
   // This warp's next tile at or after n (same residue mod kW) that is not
   // Empty, and its kind; n_last + 1 when none is left.
   auto next_tile = [&](int n, TileKind& kind) -> int {

@@ -136,6 +136,25 @@ struct TileClassifier {
     }
     return lo - 1;
   }
+  // The key tiles [first, last] a CTA visits: split `split` of `num_splits`
+  // (tiles_per_split each; all n_tiles when unsplit), trimmed to the mask's
+  // non-empty span; kind: the first tile's. Empty (first > last) when the CTA
+  // has no rows or its split starts past the sequence's last tile (varlen /
+  // padded lengths shorter than the capacity the split plan used): such a
+  // split must visit nothing, not tiles past kv_len.
+  __device__ void split_tiles(int split, int num_splits, int tiles_per_split, int n_tiles, int& first, int& last,
+                              TileKind& kind) const {
+    int lo = 0, hi = n_tiles;
+    if (num_splits > 1) {
+      lo = split * tiles_per_split;
+      hi = lo + tiles_per_split < n_tiles ? lo + tiles_per_split : n_tiles;
+    }
+    first = hi, last = hi - 1;
+    if (i0 < i1 && lo < hi) {
+      first = first_nonempty(lo, hi, kind);
+      if (first < hi) last = static_cast<int>(last_nonempty(first, hi));
+    }
+  }
 };
 
 // Row `row`'s run of allowed keys (the mask's key_span), clipped to
