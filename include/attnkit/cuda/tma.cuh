@@ -28,44 +28,40 @@ __host__ __device__ constexpr uint32_t sw128_offset(int rows, int r, int c) {
   return static_cast<uint32_t>((c / 64) * rows * 128 + r * 128 + ((((c % 64) / 8) ^ (r % 8)) * 16) + (c % 8) * 2);
 }
 
+// The TMA and mbarrier instructions exist from sm_90; before it these
+// wrappers compile to nothing (the host never enables the TMA path there:
+// KvTensorMaps::use_tma stays 0).
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+#define ATTNKIT_SM90_ASM(...) asm volatile(__VA_ARGS__)
+#else
+#define ATTNKIT_SM90_ASM(...) ((void)0)
+#endif
+
 // Orders this thread's generic-proxy smem accesses (st.shared, cp.async)
 // before later async-proxy ones (TMA writes, wgmma reads) of the same bytes.
 __device__ __forceinline__ void fence_proxy_async() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
-#endif
+  ATTNKIT_SM90_ASM("fence.proxy.async.shared::cta;\n" ::: "memory");
 }
-
-// The TMA wrappers compile to nothing before sm_90: the host never enables
-// the TMA path there (KvTensorMaps::use_tma stays 0).
 __device__ __forceinline__ void mbarrier_init(uint32_t bar, unsigned count) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count) : "memory");
-#endif
+  ATTNKIT_SM90_ASM("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count) : "memory");
 }
 // Makes initialised mbarriers visible to the async proxy (TMA completions).
 __device__ __forceinline__ void mbarrier_init_fence() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
-#endif
+  ATTNKIT_SM90_ASM("fence.mbarrier_init.release.cluster;\n" ::: "memory");
 }
 // One arrival that also expects `bytes` of TMA transactions in this phase.
 __device__ __forceinline__ void mbarrier_arrive_expect_tx(uint32_t bar, uint32_t bytes) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes) : "memory");
-#endif
+  ATTNKIT_SM90_ASM("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes) : "memory");
 }
 // Waits until the phase with parity `parity` has completed.
 __device__ __forceinline__ void mbarrier_wait(uint32_t bar, uint32_t parity) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile(
+  ATTNKIT_SM90_ASM(
       "{\n.reg .pred done;\n"
       "WAIT:\n"
       "mbarrier.try_wait.parity.shared::cta.b64 done, [%0], %1;\n"
       "@!done bra WAIT;\n}\n" ::"r"(bar),
       "r"(parity)
       : "memory");
-#endif
 }
 // 16 zero bytes to smem (a generic-proxy write: fence_proxy_async before a
 // later TMA write of the same bytes).
@@ -73,23 +69,20 @@ __device__ __forceinline__ void st_shared_zero16(uint32_t addr) {
   asm volatile("st.shared.v4.u32 [%0], {%1, %1, %1, %1};\n" ::"r"(addr), "r"(0) : "memory");
 }
 __device__ __forceinline__ void prefetch_tensor_map(const CUtensorMap* map) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("prefetch.tensormap [%0];\n" ::"l"(reinterpret_cast<uint64_t>(map)) : "memory");
-#endif
+  ATTNKIT_SM90_ASM("prefetch.tensormap [%0];\n" ::"l"(reinterpret_cast<uint64_t>(map)) : "memory");
 }
 // One box of a rank-4 map at coordinates (c0..c3), innermost first, into
 // smem at `dst`; completes `bar`'s transactions by the box's full size
 // (elements outside the tensor are written as zeros).
 __device__ __forceinline__ void tma_load_4d(uint32_t dst, const CUtensorMap* map, int c0, int c1, int c2, int c3,
                                             uint32_t bar) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile(
+  ATTNKIT_SM90_ASM(
       "cp.async.bulk.tensor.4d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%3, %4, %5, %6}], "
       "[%2];\n" ::"r"(dst),
       "l"(reinterpret_cast<uint64_t>(map)), "r"(bar), "r"(c0), "r"(c1), "r"(c2), "r"(c3)
       : "memory");
-#endif
 }
+#undef ATTNKIT_SM90_ASM
 
 // Tensor maps of K and V for a decode launch (a __grid_constant__ kernel
 // parameter). Dimensions, innermost first: head dim (box: one 64-column
