@@ -235,16 +235,7 @@ __global__ void __launch_bounds__(Cfg::kThreads)
     // Q rows (zero past q_len) by the whole CTA, one commit group; then this
     // warp's first kS - 1 tiles, one group each (empty groups too, so
     // wait_group<kS - 1> always means "the tile to compute has landed").
-    const int64_t q_start = s.q_start(b);
-    const T* q_base = p.q + (s.varlen() ? 0 : b * p.q_layout.batch_stride) + q_start * p.q_layout.row_stride;
-    for (int c = tid; c < kBlockM * Cfg::kChunksPerRow; c += kThreads) {
-      const int r = c / Cfg::kChunksPerRow, col = (c % Cfg::kChunksPerRow) * 8;
-      const int pr = r0 + r, i = pr / G;
-      const int64_t h = h0 + pr % G;
-      const bool ok = i < q_len;
-      const T* src = ok ? q_base + i * p.q_layout.row_stride + h * p.q_layout.head_stride + col : p.q;
-      detail::cp_async_16(sQ + (r * kStride + col) * 2, src, ok);
-    }
+    detail::copy_packed_q_async<kThreads, kBlockM, Cfg::kChunksPerRow, kStride>(sQ, p, b, r0, G, h0, q_len, tid);
     detail::cp_async_commit();
     TileKind kind = TileKind::Partial, kind_ld = TileKind::Partial;
     int n = next_tile(n_first + warp, kind);

@@ -120,8 +120,8 @@ __device__ __forceinline__ int64_t clamp_len(int64_t n, int64_t cap) { return n 
 // `valid` are zero-filled. When a pass of the threads covers whole rows,
 // each thread copies rows r, r + kLanes / kChunksPerRow, ... through one
 // pointer advanced by a fixed stride (compile-time smem offsets); otherwise
-// (D = 96) chunk by chunk. The K/V tile copy of both mma.sync kernels
-// (the CTA's threads here, one warp's lanes in decode_kernel.cuh).
+// (D = 96) chunk by chunk. The K/V tile copy of flash_fwd_kernel
+// (flash_decode_kernel copies into its swizzled layout, by TMA or cp.async).
 template <int kLanes, int kRows, int kChunksPerRow, int kStride, class T>
 __device__ __forceinline__ void copy_rows_async(uint32_t dst, const T* base, int64_t row_stride, int j0, int valid,
                                                 int lane) {
@@ -147,6 +147,25 @@ __device__ __forceinline__ void copy_rows_async(uint32_t dst, const T* base, int
       const bool ok = r < rows_ok;
       cp_async_16(dst + (r * kStride + col) * 2, ok ? tile + r * row_stride + col : base, ok);
     }
+  }
+}
+
+// The CTA's kRows packed query rows into smem at `dst` (kStride elements per
+// row) by kThreads threads, 16 bytes per cp.async: packed row r is query
+// (r0 + r) / G of head h0 + (r0 + r) % G, zero past q_len. The Q load of
+// both mma.sync kernels.
+template <int kThreads, int kRows, int kChunksPerRow, int kStride, class T>
+__device__ __forceinline__ void copy_packed_q_async(uint32_t dst, const AttentionParams<T>& p, int64_t b, int r0, int G,
+                                                    int64_t h0, int q_len, int tid) {
+  const ProblemShape& s = p.shape;
+  const T* q_base = p.q + (s.varlen() ? 0 : b * p.q_layout.batch_stride) + s.q_start(b) * p.q_layout.row_stride;
+  for (int c = tid; c < kRows * kChunksPerRow; c += kThreads) {
+    const int r = c / kChunksPerRow, col = (c % kChunksPerRow) * 8;
+    const int pr = r0 + r, i = pr / G;
+    const int64_t h = h0 + pr % G;
+    const bool ok = i < q_len;
+    const T* src = ok ? q_base + i * p.q_layout.row_stride + h * p.q_layout.head_stride + col : p.q;
+    cp_async_16(dst + (r * kStride + col) * 2, src, ok);
   }
 }
 
@@ -288,16 +307,7 @@ __global__ void __launch_bounds__(Cfg::kThreads)
 
   if (n_first <= n_last) {
     // Q rows (zero past q_len) and the first K tile.
-    const int64_t q_start = s.q_start(b);
-    const T* q_base = p.q + (s.varlen() ? 0 : b * p.q_layout.batch_stride) + q_start * p.q_layout.row_stride;
-    for (int c = tid; c < kBlockM * Cfg::kChunksPerRow; c += kThreads) {
-      const int r = c / Cfg::kChunksPerRow, col = (c % Cfg::kChunksPerRow) * 8;
-      const int pr = r0 + r, i = pr / G;
-      const int64_t h = h0 + pr % G;
-      const bool ok = i < q_len;
-      const T* src = ok ? q_base + i * p.q_layout.row_stride + h * p.q_layout.head_stride + col : p.q;
-      detail::cp_async_16(sQ + (r * kStride + col) * 2, src, ok);
-    }
+    detail::copy_packed_q_async<kThreads, kBlockM, Cfg::kChunksPerRow, kStride>(sQ, p, b, r0, G, h0, q_len, tid);
     // Two-stage pipeline: tile n computes from one (K, V) buffer while the
     // next non-empty tile loads into the other. One commit group per tile
     // (empty groups too, so wait_group<1> always means "tile n has landed").
