@@ -120,7 +120,8 @@ inline decltype(&cuTensorMapEncodeTiled) tensor_map_encoder() {
 inline bool encode_kv_map(CUtensorMap* map, CUtensorMapDataType type, const void* base, const SeqLayout& l, int64_t d,
                           int64_t heads, int64_t rows, int64_t batch, bool rows_inner, int box_rows) {
   const auto encode = tensor_map_encoder();
-  if (!encode || rows <= 0 || heads <= 0 || batch <= 0) return false;
+  // TMA coordinates are 32-bit: a varlen K of 2^31 rows or more stays on cp.async.
+  if (!encode || rows <= 0 || rows >= (int64_t(1) << 31) || heads <= 0 || batch <= 0) return false;
   const cuuint64_t row_b = static_cast<cuuint64_t>(l.row_stride) * 2,
                    head_b = static_cast<cuuint64_t>(l.head_stride) * 2;
   // Varlen has one "batch": any valid stride past the rows will do.
