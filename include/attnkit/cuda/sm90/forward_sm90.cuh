@@ -185,9 +185,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks)
   // Copies: thread -> (row ld_row + pass * kRpp, chunk ld_chunk); its swizzled
   // smem offset is one constant per thread (kRpp keeps row % 8).
   const int ld_row = tid / kCpr, ld_chunk = tid % kCpr;
-  auto sw_off = [&](int rows) -> uint32_t {
-    return static_cast<uint32_t>((ld_chunk / 8) * rows * 128 + ld_row * 128 + (((ld_chunk % 8) ^ (ld_row % 8)) * 16));
-  };
+  auto sw_off = [&](int rows) { return sw128_offset(rows, ld_row, ld_chunk * 8); };
   const uint32_t kv_off = sw_off(BN), q_off = sw_off(BM);
   auto load_kv = [&](uint32_t dst, const T* base, int64_t row_stride, int n) {
     const int j0 = n * BN;
