@@ -194,7 +194,7 @@ void prefill(const char* mask_name, const Mask& mask_host, const Mask& mask_dev,
 
 template <class Cfg>
 void decode_cfg(const char* tag, int64_t B, int64_t kv, Flusher& flush, int reps, bool latency,
-                cuda::DecodeTuning tune = {}) {
+                cuda::DecodeTuning tune = {}, const char* kind = nullptr) {
   constexpr int D = 128;
   const int64_t Hq = 32, Hkv = 8;
   T* q = dev_random<T>(size_t(B * Hq * D), 4);
@@ -211,8 +211,10 @@ void decode_cfg(const char* tag, int64_t B, int64_t kv, Flusher& flush, int reps
       median_ms([&] { cuda::forward_with<Cfg>(p, CausalMask{}, nullptr, true, cuda::FusedRope{}, tune); }, flush, reps);
   const std::string name =
       std::string(tag) + "decode B" + std::to_string(B) + " kv" + std::to_string(kv) + " H32/8 D128";
-  report(tag[0] ? "variant" : "decode", name, "causal", B, kv, Hq, Hkv, D, ms, 4.0 * D * pairs / (ms * 1e-3) / 1e12,
-         bytes / (ms * 1e-3) / 1e9, pairs);
+  report(kind     ? kind
+         : tag[0] ? "variant"
+                  : "decode",
+         name, "causal", B, kv, Hq, Hkv, D, ms, 4.0 * D * pairs / (ms * 1e-3) / 1e12, bytes / (ms * 1e-3) / 1e9, pairs);
   if (latency) {
     // End to end as a caller sees it: the public entry (placement checks,
     // validation, launch of both kernels) plus a stream sync, host clock.
@@ -392,6 +394,38 @@ void variants(Flusher& flush, int reps) {
                                                  flush, reps);
   prefill_cfg<FwdConfig<T, 128, 4, 1, 64, true>>("w4m1n64pack ", "causal", CausalMask{}, CausalMask{}, 8, 4096, 16, 16,
                                                  flush, reps);
+}
+
+// The decode rows of the targets: the default decode under the bench's dirty
+// flush (the rows torch_compare.py times PyTorch on), then the kv >= 32768
+// shapes under the clean flush (kind "decode-clean": no write-back of the
+// flush's dirty lines charged to the kernel), and the device's copy
+// bandwidth measured in the same run, the ceiling the targets are quoted
+// against.
+void copy_bandwidth(Flusher& flush, int reps);
+void decode_rows(Flusher& flush, int reps) {
+  using Cta = cuda::Configs<T, 128>::DecodeCta;
+  for (int64_t B : {1, 8})
+    for (int64_t kv : {4096, 32768, 131072}) decode(B, kv, flush, reps, B == 1 && kv == 4096);
+  flush.mode = Flusher::Clean;
+  for (int64_t B : {1, 8})
+    for (int64_t kv : {32768, 131072}) decode_cfg<Cta>("clean-flush ", B, kv, flush, reps, false, {}, "decode-clean");
+  flush.mode = Flusher::Dirty;
+  copy_bandwidth(flush, reps);
+}
+
+// cudaMemcpyAsync of 1 GiB, device to device: bytes read + written over the
+// time (the dirty flush before each rep; at 1 GiB it moves the time < 1%).
+void copy_bandwidth(Flusher& flush, int reps) {
+  const size_t bytes = size_t(1) << 30;
+  void *src = nullptr, *dst = nullptr;
+  ok(cudaMalloc(&src, bytes), "cudaMalloc"), ok(cudaMalloc(&dst, bytes), "cudaMalloc");
+  ok(cudaMemset(src, 1, bytes), "memset");
+  const double ms =
+      median_ms([&] { ok(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice), "copy"); }, flush, reps);
+  report("copy", "device copy 1 GiB (read + write)", "-", 1, 0, 0, 0, 0, ms, 0, 2.0 * double(bytes) / (ms * 1e-3) / 1e9,
+         0);
+  cudaFree(src), cudaFree(dst);
 }
 
 // The read floor of a decode shape: its K and V bytes read by read_kernel.
@@ -601,8 +635,7 @@ int main(int argc, char** argv) {
   }
   if (decode_only) {
     if (try_variants) decode_variants(flush, reps);
-    for (int64_t B : {1, 8})
-      for (int64_t kv : {4096, 32768, 131072}) decode(B, kv, flush, reps, B == 1 && kv == 4096);
+    decode_rows(flush, reps);
     if (g_csv) std::fclose(g_csv);
     return 0;
   }
@@ -648,8 +681,7 @@ int main(int argc, char** argv) {
     if (g_csv) std::fclose(g_csv);
     return 0;
   }
-  for (int64_t B : {1, 8})
-    for (int64_t kv : {4096, 32768, 131072}) decode(B, kv, flush, reps, B == 1 && kv == 4096);
+  decode_rows(flush, reps);
   rope_cases(flush, reps);
   if (g_csv) std::fclose(g_csv);
   return 0;

@@ -117,9 +117,10 @@ __global__ void __launch_bounds__(Cfg::kThreads)
   const uint32_t sBar = s_base + Cfg::kOffBars + warp * kS * 8;  // its stages' mbarriers
   const bool use_tma = maps.use_tma != 0;
 
-  const int mb = a.m_blocks - 1 - static_cast<int>(blockIdx.x % a.m_blocks);
-  const int split = static_cast<int>(blockIdx.x / a.m_blocks);
+  const int split = a.mblock_div.div(static_cast<int>(blockIdx.x));
+  const int mb = a.m_blocks - 1 - a.mblock_div.mod(static_cast<int>(blockIdx.x), split);
   const int G = a.group_pack;
+  const FastDivmod& gdiv = a.group_div;  // divides by G
   const int64_t b = blockIdx.z;
   const int64_t h0 = static_cast<int64_t>(blockIdx.y) * G;
   const int64_t hk = s.kv_head_of(h0);
@@ -140,11 +141,12 @@ __global__ void __launch_bounds__(Cfg::kThreads)
   // This thread's two rows (g and g + 8 of the m-tile): query row and head - h0.
   int row_i[2], row_dh[2];
 #pragma unroll
-  for (int rr = 0; rr < 2; ++rr) row_i[rr] = (r0 + g + 8 * rr) / G, row_dh[rr] = (r0 + g + 8 * rr) % G;
+  for (int rr = 0; rr < 2; ++rr)
+    row_i[rr] = gdiv.div(r0 + g + 8 * rr), row_dh[rr] = gdiv.mod(r0 + g + 8 * rr, row_i[rr]);
 
   // Key tiles of the split, trimmed to the mask's non-empty span.
-  const int i_lo = r0 / G;
-  const int i_hi = (r0 + kBlockM - 1) / G + 1 < q_len ? (r0 + kBlockM - 1) / G + 1 : q_len;
+  const int i_lo = gdiv.div(r0);
+  const int i_hi = gdiv.div(r0 + kBlockM - 1) + 1 < q_len ? gdiv.div(r0 + kBlockM - 1) + 1 : q_len;
   const int n_tiles = (kv_len + kBlockN - 1) / kBlockN;
   const detail::TileClassifier<Mask> cls{mask, ctx0, G, i_lo, i_hi, kv_len, kBlockN};
   int n_first = 0, n_last = -1;
@@ -235,7 +237,9 @@ __global__ void __launch_bounds__(Cfg::kThreads)
     // Q rows (zero past q_len) by the whole CTA, one commit group; then this
     // warp's first kS - 1 tiles, one group each (empty groups too, so
     // wait_group<kS - 1> always means "the tile to compute has landed").
-    detail::copy_packed_q_async<kThreads, kBlockM, Cfg::kChunksPerRow, kStride>(sQ, p, b, r0, G, h0, q_len, tid);
+    // Q goes first: issued after the tiles, it queues behind their bytes on
+    // the SM's path from L2 (Session 7 trace: Q landed ~2800 cycles later).
+    detail::copy_packed_q_async<kThreads, kBlockM, Cfg::kChunksPerRow, kStride>(sQ, p, b, r0, gdiv, h0, q_len, tid);
     detail::cp_async_commit();
     TileKind kind = TileKind::Partial, kind_ld = TileKind::Partial;
     int n = next_tile(n_first + warp, kind);
@@ -473,8 +477,8 @@ __global__ void __launch_bounds__(Cfg::kThreads)
         y.x += f * x.x, y.y += f * x.y, y.z += f * x.z, y.w += f * x.w;
       }
     }
-    const int i = (r0 + r) / G;
-    const int64_t h = h0 + (r0 + r) % G;
+    const int i = gdiv.div(r0 + r);
+    const int64_t h = h0 + gdiv.mod(r0 + r, i);
     const bool empty = i >= q_len || M == detail::neg_inf() || !(L > 0.f);
     const float lse = empty ? detail::neg_inf() : (M + __log2f(L)) * detail::kLn2;
     if (split_out) {
@@ -496,22 +500,18 @@ __global__ void __launch_bounds__(Cfg::kThreads)
   if (split_out && a.ws_count) {
     // In-kernel merge: the CTA that takes the unit's last ticket merges every
     // split of the unit's rows (one level; one row per warp, 8 parts in
-    // flight per lane). The fences order partial writes before the ticket;
-    // the merging loads bypass L1. The last ticket wraps the counter to 0.
+    // flight per lane: 16 were no faster, Session 7). The merging loads
+    // bypass L1.
     const int S = a.num_splits;
     const unsigned unit = (static_cast<unsigned>(b) * gridDim.y + blockIdx.y) * a.m_blocks + mb;
-    __threadfence();
-    __syncthreads();
-    if (tid == 0) s_last = atomicInc(a.ws_count + unit, static_cast<unsigned>(S - 1)) == static_cast<unsigned>(S - 1);
-    __syncthreads();
-    if (!s_last) return;
-    __threadfence();
+    const bool last = detail::take_last_ticket(a.ws_count + unit, static_cast<unsigned>(S), &s_last);
+    if (!last) return;
     const int64_t stride = a.ws_rows * s.q_heads;
     const int64_t q_start = s.varlen() ? s.q_start(b) : b * s.q_capacity;
     for (int r = warp; r < nrows; r += kW) {
       detail::merge_split_rows_warp<T, D, true, 1, 8>(lane, 1, S, stride, [&](int) {
-        const int i = (r0 + r) / G;
-        const int64_t h = h0 + (r0 + r) % G;
+        const int i = gdiv.div(r0 + r);
+        const int64_t h = h0 + gdiv.mod(r0 + r, i);
         const int64_t idx = (q_start + i) * s.q_heads + h;
         detail::SplitRow<T> row;
         row.lse = a.ws_lse + idx;

@@ -38,6 +38,7 @@
 
 #include <cstdint>
 
+#include "attnkit/core/fast_divmod.hpp"
 #include "attnkit/core/params.hpp"
 #include "attnkit/cuda/merge_kernel.cuh"
 #include "attnkit/cuda/mma.cuh"
@@ -88,7 +89,9 @@ struct FwdArgs {
   float scale_log2 = 0.f;  // scale * log2(e)
   int group_pack = 1;      // G: query heads per packed row block
   int m_blocks = 1;        // packed row blocks per (batch, head group)
-  int num_splits = 1;      // key-range splits (1 = write out directly)
+  FastDivmod group_div;    // by group_pack, and by m_blocks: set by launch_fwd
+  FastDivmod mblock_div;
+  int num_splits = 1;  // key-range splits (1 = write out directly)
   int64_t tiles_per_split = 0;
   float* ws_out = nullptr;  // [splits, rows, Hq, D] fp32 partials
   float* ws_lse = nullptr;  // [splits, rows, Hq]
@@ -155,14 +158,14 @@ __device__ __forceinline__ void copy_rows_async(uint32_t dst, const T* base, int
 // (r0 + r) / G of head h0 + (r0 + r) % G, zero past q_len. The Q load of
 // both mma.sync kernels.
 template <int kThreads, int kRows, int kChunksPerRow, int kStride, class T>
-__device__ __forceinline__ void copy_packed_q_async(uint32_t dst, const AttentionParams<T>& p, int64_t b, int r0, int G,
-                                                    int64_t h0, int q_len, int tid) {
+__device__ __forceinline__ void copy_packed_q_async(uint32_t dst, const AttentionParams<T>& p, int64_t b, int r0,
+                                                    const FastDivmod& G, int64_t h0, int q_len, int tid) {
   const ProblemShape& s = p.shape;
   const T* q_base = p.q + (s.varlen() ? 0 : b * p.q_layout.batch_stride) + s.q_start(b) * p.q_layout.row_stride;
   for (int c = tid; c < kRows * kChunksPerRow; c += kThreads) {
     const int r = c / kChunksPerRow, col = (c % kChunksPerRow) * 8;
-    const int pr = r0 + r, i = pr / G;
-    const int64_t h = h0 + pr % G;
+    const int pr = r0 + r, i = G.div(pr);
+    const int64_t h = h0 + G.mod(pr, i);
     const bool ok = i < q_len;
     const T* src = ok ? q_base + i * p.q_layout.row_stride + h * p.q_layout.head_stride + col : p.q;
     cp_async_16(dst + (r * kStride + col) * 2, src, ok);
@@ -195,9 +198,10 @@ __global__ void __launch_bounds__(Cfg::kThreads)
   // Heavier row blocks (causal: the last ones) first. Row, key and tile
   // indices are 32-bit (the host checks capacities < 2^31 / G); pointer
   // offsets stay 64-bit.
-  const int mb = a.m_blocks - 1 - static_cast<int>(blockIdx.x % a.m_blocks);
-  const int split = static_cast<int>(blockIdx.x / a.m_blocks);
+  const int split = a.mblock_div.div(static_cast<int>(blockIdx.x));
+  const int mb = a.m_blocks - 1 - a.mblock_div.mod(static_cast<int>(blockIdx.x), split);
   const int G = Cfg::kPack ? a.group_pack : 1;
+  const FastDivmod gdiv = Cfg::kPack ? a.group_div : FastDivmod();  // divides by G
   const int64_t b = blockIdx.z;
   const int64_t h0 = static_cast<int64_t>(blockIdx.y) * G;  // first query head of the CTA
   const int64_t hk = s.kv_head_of(h0);
@@ -218,8 +222,8 @@ __global__ void __launch_bounds__(Cfg::kThreads)
 #pragma unroll
     for (int rr = 0; rr < kR; ++rr) {
       const int r = row_base + (rr / 2) * 16 + (rr % 2) * 8;
-      pk_i[rr] = r / G;
-      pk_dh[rr] = r % G;
+      pk_i[rr] = gdiv.div(r);
+      pk_dh[rr] = gdiv.mod(r, pk_i[rr]);
     }
   }
   auto row_i = [&](int rr) -> int {
@@ -236,8 +240,8 @@ __global__ void __launch_bounds__(Cfg::kThreads)
   };
 
   // Key tiles to visit: the split's range, trimmed to the mask's non-empty span.
-  const int i_lo = r0 / G;
-  const int i_hi = (r0 + kBlockM - 1) / G + 1 < q_len ? (r0 + kBlockM - 1) / G + 1 : q_len;
+  const int i_lo = gdiv.div(r0);
+  const int i_hi = gdiv.div(r0 + kBlockM - 1) + 1 < q_len ? gdiv.div(r0 + kBlockM - 1) + 1 : q_len;
   const int n_tiles = (kv_len + kBlockN - 1) / kBlockN;
   const detail::TileClassifier<Mask> cls{mask, ctx0, G, i_lo, i_hi, kv_len, kBlockN};
   int n_first = 0, n_last = -1;
@@ -307,7 +311,7 @@ __global__ void __launch_bounds__(Cfg::kThreads)
 
   if (n_first <= n_last) {
     // Q rows (zero past q_len) and the first K tile.
-    detail::copy_packed_q_async<kThreads, kBlockM, Cfg::kChunksPerRow, kStride>(sQ, p, b, r0, G, h0, q_len, tid);
+    detail::copy_packed_q_async<kThreads, kBlockM, Cfg::kChunksPerRow, kStride>(sQ, p, b, r0, gdiv, h0, q_len, tid);
     // Two-stage pipeline: tile n computes from one (K, V) buffer while the
     // next non-empty tile loads into the other. One commit group per tile
     // (empty groups too, so wait_group<1> always means "tile n has landed").
@@ -366,7 +370,7 @@ __global__ void __launch_bounds__(Cfg::kThreads)
             detail::rope_rows_linear<T, D, kThreads, kBlockM, kStride>(a.rope, q_s, q_s, 0, pos0, tid, false);
           } else {
             for (int r = warp; r < kBlockM; r += Cfg::kWarps) {
-              const int i = (r0 + r) / G;
+              const int i = gdiv.div(r0 + r);
               const int64_t qp = i < q_len ? q_pos(i) : 0;  // rows past q_len are zeros
               T* row = q_s + r * kStride;
               if constexpr (kRope == RopeKind::Relative)
@@ -667,9 +671,8 @@ __global__ void __launch_bounds__(Cfg::kThreads)
     // the chunk into the chunk's first partial; the last chunk merger merges
     // the chunks into the output (one level when split_chunk >= num_splits).
     // Every split CTA of a unit gets here (a unit past row_limit returned
-    // above, all of its splits alike). The fences order partial writes
-    // before tickets; the merging CTA's loads bypass L1. The last ticket of
-    // a counter wraps it back to 0 (atomicInc), ready for the next launch.
+    // above, all of its splits alike). take_last_ticket orders the partial
+    // writes before the tickets; the merging CTA's loads bypass L1.
     const int S = a.num_splits, C = a.split_chunk < S ? a.split_chunk : S;
     const int n_chunks = (S + C - 1) / C, chunk = split / C;
     const int chunk_len = S - chunk * C < C ? S - chunk * C : C;
@@ -677,22 +680,15 @@ __global__ void __launch_bounds__(Cfg::kThreads)
     unsigned* const tickets = a.ws_count + unit * static_cast<unsigned>(n_chunks > 1 ? n_chunks + 1 : 1);
     volatile unsigned* last = reinterpret_cast<volatile unsigned*>(smem_raw);  // K/V smem is idle now
     auto take_ticket = [&](unsigned* counter, int parties) {
-      __threadfence();
-      __syncthreads();
-      if (tid == 0)
-        *last = atomicInc(counter, static_cast<unsigned>(parties - 1)) == static_cast<unsigned>(parties - 1);
-      __syncthreads();
-      const bool mine = *last;
-      if (mine) __threadfence();
-      return mine;
+      return detail::take_last_ticket(counter, static_cast<unsigned>(parties), last);
     };
     if (!take_ticket(tickets + (n_chunks > 1 ? chunk : 0), n_chunks > 1 ? chunk_len : S)) return;
     const int nrows = (row_limit * G - r0 < kBlockM ? row_limit * G - r0 : kBlockM);
     const int64_t stride = a.ws_rows * s.q_heads;  // between splits, in rows
     const int64_t q_start = s.varlen() ? s.q_start(b) : b * s.q_capacity;
     auto row_at = [&](int pr, int first) {  // packed row pr's partial of split `first`
-      const int i = pr / G;
-      const int64_t h = h0 + pr % G;
+      const int i = gdiv.div(pr);
+      const int64_t h = h0 + gdiv.mod(pr, i);
       const int64_t idx = (first * a.ws_rows + q_start + i) * s.q_heads + h;
       detail::SplitRow<T> r;
       r.lse = a.ws_lse + idx;

@@ -41,6 +41,30 @@ __device__ __forceinline__ float sink_scale(const float* sink, float lse) {
   return sink ? 1.f / (1.f + __expf(*sink - lse)) : 1.f;
 }
 
+// Whether this CTA takes the last of `parties` tickets on *counter (the
+// last one wraps the counter back to 0, ready for the next launch). Call it
+// with every thread of the CTA after the CTA's partial stores; `flag` is a
+// shared word. Ordering: the first barrier puts every thread's stores before
+// thread 0's ticket, whose release (cumulative) publishes them at GPU scope;
+// its acquire and the second barrier put every other CTA's published stores
+// before this CTA's later loads. One acq_rel atomic by one thread instead of
+// a fence by every thread and another after the ticket (the trace in
+// bench/cuda/NOTES-decode.md, Session 7: that second fence alone was ~800
+// cycles on the merging CTA's critical path).
+__device__ __forceinline__ bool take_last_ticket(unsigned* counter, unsigned parties, volatile unsigned* flag) {
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    unsigned old = 0;
+    asm volatile("atom.acq_rel.gpu.global.inc.u32 %0, [%1], %2;\n"
+                 : "=r"(old)
+                 : "l"(counter), "r"(parties - 1)
+                 : "memory");
+    *flag = old == parties - 1;
+  }
+  __syncthreads();
+  return *flag != 0;
+}
+
 // One output row to merge: its split-0 partial (lse, out), where it goes, and
 // its head's sink logit (nullptr: none).
 template <class T>
@@ -59,7 +83,7 @@ struct SplitRow {
 // of part 0, for a later merge (the two-level split merge).
 // One pass, online: kRB rows x kPB parts are loaded at once (every LSE and
 // partial row of the batch in flight together, one L2 round trip per
-// batch), then folded with a running max. Lanes own float4 columns; at
+// batch), then folded in against the batch's maximum. Lanes own float4 columns; at
 // D = 64 the two half-warps take alternate parts and combine at the end.
 // kRB x kPB = 2 x 4 keeps the decode kernel at its 168 registers without
 // spills (ptxas, sm_90: 4 x 4 took it to 239, 4 x 2 spilled 16 bytes), so the
@@ -104,21 +128,35 @@ __device__ __forceinline__ void merge_split_rows_warp(int lane, int nrows, int S
             x[k][pb][c] = valid && col < kCols ? __ldcg(src + col) : make_float4(0.f, 0.f, 0.f, 0.f);
           }
         }
+        // Fold the batch in against its maximum: the parts' weights are then
+        // independent of each other (one rescale of the running state per
+        // batch, not a dependent max / exp / rescale chain per part).
 #pragma unroll
-      for (int k = 0; k < kRB; ++k)
+      for (int k = 0; k < kRB; ++k) {
+        float mb = m[k];
 #pragma unroll
-        for (int pb = 0; pb < kPB; ++pb) {
-          const float mn = fmaxf(m[k], ls[k][pb]);
-          if (mn == lse_neg_inf()) continue;                              // nothing yet, and this part is absent
-          const float a = __expf(m[k] - mn), w = __expf(ls[k][pb] - mn);  // exp(-inf) = 0
-          l[k] = l[k] * a + w;
-          m[k] = mn;
+        for (int pb = 0; pb < kPB; ++pb) mb = fmaxf(mb, ls[k][pb]);
+        if (mb == lse_neg_inf()) continue;  // nothing yet, and every part of the batch is absent
+        const float a = __expf(m[k] - mb);  // exp(-inf) = 0
+        float w[kPB];
 #pragma unroll
-          for (int c = 0; c < kPer; ++c) {
-            acc[k][c].x = acc[k][c].x * a + w * x[k][pb][c].x, acc[k][c].y = acc[k][c].y * a + w * x[k][pb][c].y;
-            acc[k][c].z = acc[k][c].z * a + w * x[k][pb][c].z, acc[k][c].w = acc[k][c].w * a + w * x[k][pb][c].w;
+        for (int pb = 0; pb < kPB; ++pb) w[pb] = __expf(ls[k][pb] - mb);
+        float lw = 0.f;
+#pragma unroll
+        for (int pb = 0; pb < kPB; ++pb) lw += w[pb];
+        l[k] = l[k] * a + lw;
+        m[k] = mb;
+#pragma unroll
+        for (int c = 0; c < kPer; ++c) {
+          float4 y = make_float4(acc[k][c].x * a, acc[k][c].y * a, acc[k][c].z * a, acc[k][c].w * a);
+#pragma unroll
+          for (int pb = 0; pb < kPB; ++pb) {
+            const float4 xv = x[k][pb][c];
+            y.x += w[pb] * xv.x, y.y += w[pb] * xv.y, y.z += w[pb] * xv.z, y.w += w[pb] * xv.w;
           }
+          acc[k][c] = y;
         }
+      }
     }
     if constexpr (!kFinal) __syncwarp();  // every lane has read part 0 before it is rewritten
 #pragma unroll
