@@ -12,6 +12,7 @@
 // The standard prefill rows run what the front door runs (the sm90 kernel on
 // an sm_90a device, else mma.sync).
 // --decode: only the decode cases (with --variants: the decode variants too).
+// --documents: only the document row and its arithmetic twin (EqualDocsMask).
 // --one-decode [--one-decode-b B] [--one-decode-kv N]: one decode shape (default
 // B1 kv4096), 3 warm-up + 5 timed calls, for profilers; --one-decode-old: the
 // same on the one-warp flash_fwd_kernel decode configuration.
@@ -396,6 +397,48 @@ void variants(Flusher& flush, int reps) {
                                                  flush, reps);
 }
 
+// Equal documents of `len` keys as arithmetic (no id array, no search): the
+// same allowed pairs as DocumentMask over ids j / len, so the document rows'
+// cost of reading ids (binary searches at each CTA's start) shows against it.
+struct EqualDocsMask : MaskBase<EqualDocsMask> {
+  int64_t len = 1;
+  explicit EqualDocsMask(int64_t n) : len(n) {}
+  ATTNKIT_HDI bool operator()(const SeqCtx& s, int64_t i, int64_t j) const { return s.pos(i) / len == j / len; }
+  ATTNKIT_HDI TileKind classify(const SeqCtx& s, int64_t i0, int64_t i1, int64_t j0, int64_t j1) const {
+    const int64_t qa = s.pos(i0) / len, qb = s.pos(i1 - 1) / len, ka = j0 / len, kb = (j1 - 1) / len;
+    if (qb < ka || kb < qa) return TileKind::Empty;
+    return qa == qb && ka == kb && qa == ka ? TileKind::Full : TileKind::Partial;
+  }
+  ATTNKIT_HDI bool key_span(const SeqCtx& s, int64_t i, int64_t& lo, int64_t& hi) const {
+    lo = s.pos(i) / len * len;
+    hi = lo + len < s.kv_len ? lo + len : s.kv_len;
+    return true;
+  }
+};
+
+// 4 equal documents per sequence, causal inside each (flex's document
+// shape), through DocumentMask (the standard row) and, with `arith`, also
+// through EqualDocsMask (a variant row).
+void document_rows(Flusher& flush, int reps, bool arith) {
+  const int64_t B = 2, N = 16384;
+  std::vector<int32_t> ids(size_t(B * N));
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t j = 0; j < N; ++j) ids[size_t(b * N + j)] = int32_t(j / (N / 4));
+  int32_t* d_ids = nullptr;
+  ok(cudaMalloc(&d_ids, ids.size() * 4), "cudaMalloc");
+  ok(cudaMemcpy(d_ids, ids.data(), ids.size() * 4, cudaMemcpyHostToDevice), "cudaMemcpy");
+  prefill<128>("document4", DocumentMask(ids.data(), N) & CausalMask{}, DocumentMask(d_ids, N) & CausalMask{}, B, N, 16,
+               16, flush, reps);
+  if (arith)
+    prefill_run<128>("arith-docs ", "document4", EqualDocsMask(N / 4) & CausalMask{},
+                     EqualDocsMask(N / 4) & CausalMask{}, B, N, 16, 16, flush, reps,
+                     [](const AttentionParams<T>& p, const auto& m) {
+                       if (!cuda::sm90::try_forward_sm90_hdim<128>(p, m, nullptr))
+                         cuda::forward_hdim<128>(p, m, nullptr);
+                     });
+  cudaFree(d_ids);
+}
+
 // The decode rows of the targets: the default decode under the bench's dirty
 // flush (the rows torch_compare.py times PyTorch on), then the kv >= 32768
 // shapes under the clean flush (kind "decode-clean": no write-back of the
@@ -595,7 +638,7 @@ void rope_cases(Flusher& flush, int reps) {
 int main(int argc, char** argv) {
   int reps = 20;
   bool quick = false, try_variants = false, one = false, rope_only = false, sm90_variants = false, prefill_only = false,
-       decode_only = false, one_decode = false, one_decode_old = false;
+       decode_only = false, one_decode = false, one_decode_old = false, documents = false;
   int64_t one_b = 1, one_kv = 4096;
   for (int a = 1; a < argc; ++a) {
     if (!std::strcmp(argv[a], "--csv") && a + 1 < argc) g_csv = std::fopen(argv[++a], "w");
@@ -607,6 +650,7 @@ int main(int argc, char** argv) {
     if (!std::strcmp(argv[a], "--one")) one = true;                      // one causal prefill, for profilers
     if (!std::strcmp(argv[a], "--rope")) rope_only = true;               // the fused-RoPE cases only
     if (!std::strcmp(argv[a], "--decode")) decode_only = true;           // decode cases (and decode variants) only
+    if (!std::strcmp(argv[a], "--documents")) documents = true;          // the document rows (and the arithmetic one)
     if (!std::strcmp(argv[a], "--one-decode")) one_decode = true;        // one B1 kv4096 decode, for profilers
     if (!std::strcmp(argv[a], "--one-decode-old")) one_decode = one_decode_old = true;  // ... on the one-warp kernel
     if (!std::strcmp(argv[a], "--one-decode-b") && a + 1 < argc) one_b = std::atoll(argv[++a]);    // its batch
@@ -631,6 +675,11 @@ int main(int argc, char** argv) {
       decode_cfg<cuda::Configs<T, 128>::Decode>("old-w1n32 ", one_b, one_kv, flush, 5, false);
     else
       decode(one_b, one_kv, flush, 5, false);
+    return 0;
+  }
+  if (documents) {
+    document_rows(flush, reps, true);
+    if (g_csv) std::fclose(g_csv);
     return 0;
   }
   if (decode_only) {
@@ -664,19 +713,7 @@ int main(int argc, char** argv) {
     prefill<128>(name.c_str(), SlidingWindowMask(w), SlidingWindowMask(w), 2, 16384, 16, 16, flush, reps);
   }
   prefill<128>("prefix1024", PrefixLMMask(1024), PrefixLMMask(1024), 8, 4096, 16, 16, flush, reps);
-  {
-    // 4 equal documents per sequence, causal inside each (flex's document shape).
-    const int64_t B = 2, N = 16384;
-    std::vector<int32_t> ids(size_t(B * N));
-    for (int64_t b = 0; b < B; ++b)
-      for (int64_t j = 0; j < N; ++j) ids[size_t(b * N + j)] = int32_t(j / (N / 4));
-    int32_t* d_ids = nullptr;
-    ok(cudaMalloc(&d_ids, ids.size() * 4), "cudaMalloc");
-    ok(cudaMemcpy(d_ids, ids.data(), ids.size() * 4, cudaMemcpyHostToDevice), "cudaMemcpy");
-    prefill<128>("document4", DocumentMask(ids.data(), N) & CausalMask{}, DocumentMask(d_ids, N) & CausalMask{}, B, N,
-                 16, 16, flush, reps);
-    cudaFree(d_ids);
-  }
+  document_rows(flush, reps, try_variants);
   if (prefill_only) {
     if (g_csv) std::fclose(g_csv);
     return 0;

@@ -44,35 +44,27 @@ struct DocumentMask : MaskBase<DocumentMask> {
     return TileKind::Partial;
   }
   // Sorted ids: the query's document is one run of keys [first id >= d,
-  // first id > d), found by two searches stepped together. Each step probes
-  // kWays points of each range (an 8-ary search), so a GPU thread has
-  // 2 x kWays loads in flight and waits for about log8(kv_len) round trips
-  // instead of log2: 5 at kv_len 16384, not 14. A kernel does this once per
-  // row, not per tile, but on the critical path of its start (the sm90
-  // kernel's producer cannot load a K tile before the CTA's spans are known).
+  // first id > d), found by two binary searches stepped together, so a GPU
+  // thread has both loads of a step in flight at once (a kernel does this
+  // once per row, not per tile, but on the critical path of its start).
   ATTNKIT_HDI bool key_span(const SeqCtx& s, int64_t i, int64_t& lo, int64_t& hi) const {
     if (!sorted) return false;
-    constexpr int kWays = 8;
     const int32_t d = q_doc(s, i);
-    // Invariant per search: the answer lies in [a, b]; ids below a fail the
-    // test (id >= d, resp. id > d), the id at b (or kv_len) passes it.
     int64_t a0 = 0, b0 = s.kv_len, a1 = 0, b1 = s.kv_len;
     while (a0 < b0 || a1 < b1) {
-      int32_t id0[kWays], id1[kWays];
-      for (int k = 0; k < kWays; ++k) {  // every load of the step first
-        id0[k] = a0 < b0 ? kv_doc(s, a0 + (b0 - a0) * k / kWays) : d;
-        id1[k] = a1 < b1 ? kv_doc(s, a1 + (b1 - a1) * k / kWays) : d;
+      const int64_t m0 = a0 + (b0 - a0) / 2, m1 = a1 + (b1 - a1) / 2;
+      const int32_t id0 = a0 < b0 ? kv_doc(s, m0) : d, id1 = a1 < b1 ? kv_doc(s, m1) : d;
+      if (a0 < b0) {
+        if (id0 >= d)
+          b0 = m0;
+        else
+          a0 = m0 + 1;
       }
-      // Probe k sits at a + (b - a) k / kWays (k = 0: a itself). The first
-      // probe that passes bounds the answer from above, the one before it
-      // from below; none passing leaves (last probe, b].
-      const int64_t n0 = b0 - a0, n1 = b1 - a1, s0 = a0, s1 = a1;
-      bool done0 = !(a0 < b0), done1 = !(a1 < b1);
-      for (int k = 0; k < kWays; ++k) {
-        if (!done0 && id0[k] >= d) b0 = s0 + n0 * k / kWays, done0 = true;
-        if (!done0) a0 = s0 + n0 * k / kWays + 1;
-        if (!done1 && id1[k] > d) b1 = s1 + n1 * k / kWays, done1 = true;
-        if (!done1) a1 = s1 + n1 * k / kWays + 1;
+      if (a1 < b1) {
+        if (id1 > d)
+          b1 = m1;
+        else
+          a1 = m1 + 1;
       }
     }
     lo = a0, hi = a1;
