@@ -59,3 +59,8 @@ TEST_CASE("fast divmod matches integer division", "[fast_divmod]") {
     REQUIRE(first_mismatch(d, rng) == -1);
   }
 }
+
+TEST_CASE("fast divmod rejects a divisor below 1", "[fast_divmod]") {
+  CHECK_THROWS_AS(FastDivmod(0), attnkit::Error);
+  CHECK_THROWS_AS(FastDivmod(-3), attnkit::Error);
+}

@@ -10,6 +10,7 @@
 
 #include <cstdint>
 
+#include "attnkit/core/error.hpp"
 #include "attnkit/core/macros.hpp"
 
 namespace attnkit {
@@ -20,8 +21,8 @@ struct FastDivmod {
   int32_t shift = 0;        // 31 + l - 32
 
   FastDivmod() = default;
-  // divisor >= 1 (checked by the caller).
   explicit FastDivmod(int32_t d) : divisor(d) {
+    detail::require(d >= 1, "divisor", d, "must be >= 1");
     if (d == 1) return;
     int32_t l = 0;
     while ((int64_t(1) << l) < d) ++l;
