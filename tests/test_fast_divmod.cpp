@@ -18,17 +18,18 @@ int32_t first_mismatch(int32_t d, std::mt19937_64& rng) {
     const int32_t m = static_cast<int32_t>(n), q = f.div(m);
     return q != m / d || f.mod(m, q) != m % d;
   };
+  const int64_t dd = d;  // 64-bit edges: d + 1 overflows an int32_t at d = 2^31 - 1
   const int64_t edges[] = {0,
                            1,
-                           d - 1,
-                           d,
-                           d + 1,
-                           2 * int64_t(d) - 1,
-                           2 * int64_t(d),
+                           dd - 1,
+                           dd,
+                           dd + 1,
+                           2 * dd - 1,
+                           2 * dd,
                            INT32_MAX,
                            INT32_MAX - 1,
-                           INT32_MAX - int64_t(INT32_MAX) % d,
-                           INT32_MAX - int64_t(INT32_MAX) % d - 1};
+                           INT32_MAX - INT32_MAX % dd,
+                           INT32_MAX - INT32_MAX % dd - 1};
   for (int64_t n : edges)
     if (wrong(n)) return static_cast<int32_t>(n);
   std::uniform_int_distribution<int32_t> any(0, INT32_MAX);
