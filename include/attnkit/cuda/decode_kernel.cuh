@@ -181,14 +181,11 @@ __global__ void __launch_bounds__(Cfg::kThreads)
   // same SW128 layout, zero-filling rows past kv_len.
   const int kv_row0 = static_cast<int>(kv_start);
   const int tma_batch = s.varlen() ? 0 : static_cast<int>(b);
+  // (The cp.async path is not unrolled by force: on sm_90 it is the fallback,
+  // and this kernel's code fetch is on its critical path, Session 7 trace.)
   auto load_kv = [&](uint32_t dst, const T* base, int64_t row_stride, int n) {
-    const int rows_ok = kv_len - n * kBlockN;
-    for (int c = lane; c < kBlockN * Cfg::kChunksPerRow; c += 32) {
-      const int r = c / Cfg::kChunksPerRow, ch = c % Cfg::kChunksPerRow;
-      const bool ok = r < rows_ok;
-      detail::cp_async_16(dst + detail::sw128_offset(kBlockN, r, ch * 8),
-                          ok ? base + (n * kBlockN + r) * row_stride + ch * 8 : base, ok);
-    }
+    detail::copy_rows_async<32, kBlockN, Cfg::kChunksPerRow, detail::Sw128Tile<kBlockN>, false>(
+        dst, base, row_stride, n * kBlockN, kv_len, lane);
   };
   auto load_tile = [&](int stage, int n) {
     const uint32_t dst = sW + stage * 2 * Cfg::kSmemKV;

@@ -117,38 +117,57 @@ __device__ __forceinline__ float neg_inf() { return -__int_as_float(0x7f800000);
 // seen by the host, and a bad one must not turn into an out-of-bounds access.
 __device__ __forceinline__ int64_t clamp_len(int64_t n, int64_t cap) { return n < 0 ? 0 : (n > cap ? cap : n); }
 
+// Row-major smem tile of kStride elements per row (rows padded past the head
+// dim: conflict-free ldmatrix), for copy_rows_async: the byte offset of
+// element `col` of row `r`; rows kRowPeriod apart are kRowBytes apart.
+template <int kStride>
+struct PaddedTile {
+  static constexpr int kRowPeriod = 1;
+  static constexpr int kRowBytes = kStride * 2;
+  __device__ static uint32_t offset(int r, int col) { return static_cast<uint32_t>((r * kStride + col) * 2); }
+};
+
 // Rows [j0, j0 + kRows) of one head (row_stride elements apart, from
-// `base`) into smem at `dst` (kStride elements per row), 16 bytes per
-// cp.async, by kLanes threads (`lane` in [0, kLanes)); rows at or past
-// `valid` are zero-filled. When a pass of the threads covers whole rows,
-// each thread copies rows r, r + kLanes / kChunksPerRow, ... through one
-// pointer advanced by a fixed stride (compile-time smem offsets); otherwise
-// (D = 96) chunk by chunk. The K/V tile copy of flash_fwd_kernel
-// (flash_decode_kernel copies into its swizzled layout, by TMA or cp.async).
-template <int kLanes, int kRows, int kChunksPerRow, int kStride, class T>
+// `base`) into smem at `dst`, placed by Layout (PaddedTile above, Sw128Tile
+// in tma.cuh), 16 bytes per cp.async, by kLanes threads (`lane` in
+// [0, kLanes)); rows at or past `valid` are zero-filled. When a pass of the
+// threads covers whole rows and keeps each thread's row within the layout's
+// period, each thread copies rows r, r + kLanes / kChunksPerRow, ... through
+// one pointer advanced by a fixed stride (compile-time smem offsets past one
+// per-thread base); otherwise chunk by chunk. The K/V tile copy of every
+// kernel that copies with cp.async. kUnrollChunks = false leaves the
+// chunk-by-chunk loop's unrolling to the compiler (a fallback path that
+// should not grow the code).
+template <int kLanes, int kRows, int kChunksPerRow, class Layout, bool kUnrollChunks = true, class T>
 __device__ __forceinline__ void copy_rows_async(uint32_t dst, const T* base, int64_t row_stride, int j0, int valid,
                                                 int lane) {
-  constexpr bool kRowPasses = kLanes % kChunksPerRow == 0 && kRows % (kLanes / kChunksPerRow) == 0;
+  constexpr int kRowsPerPass = kLanes / kChunksPerRow;
+  constexpr bool kRowPasses = kLanes % kChunksPerRow == 0 && kRowsPerPass > 0 && kRows % kRowsPerPass == 0 &&
+                              kRowsPerPass % Layout::kRowPeriod == 0;
   if constexpr (kRowPasses) {
-    constexpr int kRowsPerPass = kLanes / kChunksPerRow;
     const int ld_row = lane / kChunksPerRow, ld_col = (lane % kChunksPerRow) * 8;
-    const T* src = base + (j0 + ld_row) * row_stride + ld_col;
+    const T* src = base + static_cast<int64_t>(j0 + ld_row) * row_stride + ld_col;
     const int rows_ok = valid - j0 - ld_row;
-    dst += (ld_row * kStride + ld_col) * 2;
+    dst += Layout::offset(ld_row, ld_col);
 #pragma unroll
     for (int rp = 0; rp < kRows; rp += kRowsPerPass) {
       const bool ok = rp < rows_ok;
-      cp_async_16(dst + rp * kStride * 2, ok ? src : base, ok);
+      cp_async_16(dst + rp / Layout::kRowPeriod * Layout::kRowBytes, ok ? src : base, ok);
       src += kRowsPerPass * row_stride;
     }
   } else {
-    const T* tile = base + j0 * row_stride;
+    const T* tile = base + static_cast<int64_t>(j0) * row_stride;
     const int rows_ok = valid - j0;
-#pragma unroll
-    for (int c = lane; c < kRows * kChunksPerRow; c += kLanes) {
+    auto chunk = [&](int c) {
       const int r = c / kChunksPerRow, col = (c % kChunksPerRow) * 8;
       const bool ok = r < rows_ok;
-      cp_async_16(dst + (r * kStride + col) * 2, ok ? tile + r * row_stride + col : base, ok);
+      cp_async_16(dst + Layout::offset(r, col), ok ? tile + r * row_stride + col : base, ok);
+    };
+    if constexpr (kUnrollChunks) {
+#pragma unroll
+      for (int c = lane; c < kRows * kChunksPerRow; c += kLanes) chunk(c);
+    } else {
+      for (int c = lane; c < kRows * kChunksPerRow; c += kLanes) chunk(c);
     }
   }
 }
@@ -273,8 +292,8 @@ __global__ void __launch_bounds__(Cfg::kThreads)
 
   // One K or V tile; rows past kv_len are zero-filled.
   auto load_kv = [&](uint32_t dst, const T* base, int64_t row_stride, int n) {
-    detail::copy_rows_async<kThreads, kBlockN, Cfg::kChunksPerRow, kStride>(dst, base, row_stride, n * kBlockN, kv_len,
-                                                                            tid);
+    detail::copy_rows_async<kThreads, kBlockN, Cfg::kChunksPerRow, detail::PaddedTile<kStride>>(
+        dst, base, row_stride, n * kBlockN, kv_len, tid);
   };
 
   // Masks whose rows are one run of keys (has_key_span) are checked on

@@ -182,22 +182,12 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks)
   const T* v_base = p.v + (s.varlen() ? 0 : b * p.v_layout.batch_stride) + kv_start * p.v_layout.row_stride +
                     hk * p.v_layout.head_stride;
 
-  // Copies: thread -> (row ld_row + pass * kRpp, chunk ld_chunk); its swizzled
-  // smem offset is one constant per thread (kRpp keeps row % 8).
-  const int ld_row = tid / kCpr, ld_chunk = tid % kCpr;
-  auto sw_off = [&](int rows) { return sw128_offset(rows, ld_row, ld_chunk * 8); };
-  const uint32_t kv_off = sw_off(BN), q_off = sw_off(BM);
+  // Copies (copy_rows_async): thread -> (row tid / kCpr + pass * kRpp, chunk
+  // tid % kCpr); its swizzled smem offset is one constant per thread (kRpp
+  // keeps row % 8).
   auto load_kv = [&](uint32_t dst, const T* base, int64_t row_stride, int n) {
-    const int j0 = n * BN;
-    const T* src = base + static_cast<int64_t>(j0 + ld_row) * row_stride + ld_chunk * 8;
-    const int rows_ok = kv_len - j0 - ld_row;
-    dst += kv_off;
-#pragma unroll
-    for (int rp = 0; rp < BN; rp += kRpp) {
-      const bool ok = rp < rows_ok;
-      cuda::detail::cp_async_16(dst + rp * 128, ok ? src : base, ok);
-      src += kRpp * row_stride;
-    }
+    cuda::detail::copy_rows_async<Cfg::kThreads, BN, kCpr, cuda::detail::Sw128Tile<BN>>(dst, base, row_stride, n * BN,
+                                                                                        kv_len, tid);
   };
 
   float o[D / 2];
@@ -308,17 +298,10 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::kMinBlocks)
 
     // Prologue: group 0 = Q + K(first); group 1 = K(second) + V(first).
     {
-      const int64_t q_start = s.q_start(b);
-      const T* q_base = p.q + (s.varlen() ? 0 : b * p.q_layout.batch_stride) + q_start * p.q_layout.row_stride +
+      const T* q_base = p.q + (s.varlen() ? 0 : b * p.q_layout.batch_stride) + s.q_start(b) * p.q_layout.row_stride +
                         h * p.q_layout.head_stride;
-      const T* src = q_base + static_cast<int64_t>(r0 + ld_row) * p.q_layout.row_stride + ld_chunk * 8;
-      const int rows_ok = q_len - r0 - ld_row;
-#pragma unroll
-      for (int rp = 0; rp < BM; rp += kRpp) {
-        const bool ok = rp < rows_ok;
-        cuda::detail::cp_async_16(sQ + q_off + rp * 128, ok ? src : p.q, ok);
-        src += kRpp * p.q_layout.row_stride;
-      }
+      cuda::detail::copy_rows_async<Cfg::kThreads, BM, kCpr, cuda::detail::Sw128Tile<BM>>(
+          sQ, q_base, p.q_layout.row_stride, r0, q_len, tid);
     }
     load_kv(sK, k_base, p.k_layout.row_stride, n_first);
     cuda::detail::cp_async_commit();
