@@ -83,11 +83,11 @@ struct SplitRow {
 // of part 0, for a later merge (the two-level split merge).
 // One pass, online: kRB rows x kPB parts are loaded at once (every LSE and
 // partial row of the batch in flight together, one L2 round trip per
-// batch), then folded in against the batch's maximum. Lanes own float4 columns; at
-// D = 64 the two half-warps take alternate parts and combine at the end.
-// kRB x kPB = 2 x 4 keeps the decode kernel at its 168 registers without
-// spills (ptxas, sm_90: 4 x 4 took it to 239, 4 x 2 spilled 16 bytes), so the
-// merge costs no occupancy.
+// batch), then folded in against the batch's maximum. Lanes own float4
+// columns; at D = 64 the two half-warps take alternate parts and combine at
+// the end. flash_fwd_kernel's in-kernel merge uses the default 2 x 4;
+// flash_decode_kernel 1 x 8, one row per warp (255 registers without spills
+// at D = 128, one CTA per SM either way; 1 x 16 measured no faster).
 template <class T, int D, bool kFinal, int kRB = 2, int kPB = 4, class RowAt>
 __device__ __forceinline__ void merge_split_rows_warp(int lane, int nrows, int S, int64_t stride, RowAt row_at) {
   constexpr int kCols = D / 4;  // float4 columns of a row
