@@ -1,79 +1,17 @@
-// CPU fused attention against the fp64 reference: every mask, layouts,
-// alignments, GQA ratios, head dims, odd lengths, decode, options, dtypes.
+// CPU fused attention against the fp64 reference: layouts, alignments, GQA
+// ratios, head dims, odd lengths, decode, options, dtypes (every mask:
+// test_cpu_kernel_masks.cpp).
 #include <attnkit/attention.hpp>
 #include <cmath>
 #include <cstring>
 #include <limits>
 #include <string>
 
+#include "support/cpu_check.hpp"
 #include "support/test_util.hpp"
 
 using namespace attnkit;
 using namespace attnkit_test;
-
-namespace {
-
-struct Shape {
-  int64_t B = 1, Sq = 1, Sk = 1, Hq = 1, Hkv = 1, D = 64, Dv = 64;
-};
-
-template <class T>
-struct Problem {
-  Shape s;
-  std::vector<T> q, k, v, out;
-  std::vector<float> lse;
-  Problem(const Shape& sh, std::mt19937_64& rng, float amp = 1.0f) : s(sh) {
-    q = random_vector<T>(static_cast<size_t>(s.B * s.Sq * s.Hq * s.D), rng, -amp, amp);
-    k = random_vector<T>(static_cast<size_t>(s.B * s.Sk * s.Hkv * s.D), rng, -amp, amp);
-    v = random_vector<T>(static_cast<size_t>(s.B * s.Sk * s.Hkv * s.Dv), rng);
-    poison();
-  }
-  void poison() {
-    out.assign(static_cast<size_t>(s.B * s.Sq * s.Hq * s.Dv), from_float<T>(std::numeric_limits<float>::quiet_NaN()));
-    lse.assign(static_cast<size_t>(s.B * s.Hq * s.Sq), std::numeric_limits<float>::quiet_NaN());
-  }
-  Tensor4<const T> Q() const { return Tensor4<const T>(q.data(), {s.B, s.Sq, s.Hq, s.D}); }
-  Tensor4<const T> K() const { return Tensor4<const T>(k.data(), {s.B, s.Sk, s.Hkv, s.D}); }
-  Tensor4<const T> V() const { return Tensor4<const T>(v.data(), {s.B, s.Sk, s.Hkv, s.Dv}); }
-  Tensor4<T> O() { return Tensor4<T>(out.data(), {s.B, s.Sq, s.Hq, s.Dv}); }
-};
-
-// Runs the kernel and the reference; checks tolerance, LSE, and that every
-// output element was written (poisoned with NaN before).
-template <class T, class Mask>
-void check_against_reference(Problem<T>& pr, const Mask& mask, AttentionOptions opts, const std::string& what,
-                             double fp32_tol = 1e-5) {
-  INFO(what);
-  pr.poison();
-  opts.lse = pr.lse.data();
-  attention(pr.Q(), pr.K(), pr.V(), pr.O(), mask, opts);
-  const ReferenceOutput ref = reference_attention(pr.Q(), pr.K(), pr.V(), mask, opts);
-  REQUIRE(all_finite(pr.out));
-  const double err = rel_l2(pr.out, ref.out);
-  // LSE error relative to its magnitude (logits reach 1e4 in the overflow test).
-  double lse_mag = 1.0;
-  for (double l : ref.lse)
-    if (std::isfinite(l)) lse_mag = std::max(lse_mag, std::abs(l));
-  const double lse_err = lse_max_abs_err(pr.lse, ref.lse) / lse_mag;
-  INFO("rel_l2 = " << err << ", lse max abs err = " << lse_err);
-  if constexpr (std::is_same_v<T, float>) {
-    CHECK(err <= fp32_tol);
-    CHECK(lse_err <= 1e-4);
-  } else {
-    // DESIGN §9: at most 2x the error of a same-dtype naive implementation.
-    const T dummy{};
-    const AttentionParams<T> p =
-        make_params<T>(pr.Q(), pr.K(), pr.V(),
-                       Tensor4<T>(const_cast<T*>(&dummy), {pr.s.B, pr.s.Sq, pr.s.Hq, pr.s.Dv}, {0, 0, 0, 1}), opts);
-    const std::vector<T> naive = naive_same_dtype(p, mask, pr.s.B * pr.s.Sq);
-    const double naive_err = rel_l2(naive, ref.out);
-    INFO("naive same-dtype rel_l2 = " << naive_err);
-    CHECK(err <= 2.0 * naive_err + 1e-6);
-    CHECK(lse_err <= 2e-2);
-  }
-}
-
-}  // namespace
 
 TEST_CASE("fast exp2: relative error and exact zero below the range", "[cpu][exp]") {
   using B = cpu::WideBatch;
@@ -94,48 +32,6 @@ TEST_CASE("fast exp2: relative error and exact zero below the range", "[cpu][exp
   for (size_t l = 0; l < L; ++l) in[l] = l % 2 ? -std::numeric_limits<float>::infinity() : -200.0f - l;
   cpu::exp2_fast(B::load_aligned(in)).store_aligned(out);
   for (size_t l = 0; l < L; ++l) CHECK(out[l] == 0.0f);
-}
-
-TEST_CASE("CPU kernel: every mask and compositions, fp32", "[cpu][masks]") {
-  const uint64_t seed = fresh_seed();
-  INFO("seed " << seed);
-  std::mt19937_64 rng(seed);
-  const Shape shapes[] = {{1, 65, 65, 4, 1, 64, 64}, {2, 100, 257, 8, 2, 128, 128}, {1, 257, 300, 6, 3, 80, 80}};
-  for (const Shape& sh : shapes) {
-    Problem<float> pr(sh, rng);
-    std::vector<int32_t> docs(static_cast<size_t>(sh.B * sh.Sk));
-    for (int64_t b = 0; b < sh.B; ++b)
-      for (int64_t j = 0; j < sh.Sk; ++j) docs[b * sh.Sk + j] = static_cast<int32_t>((j * 4) / sh.Sk + (j > 7 ? 1 : 0));
-    const int64_t nbq = (sh.Sq + 15) / 16, nbk = (sh.Sk + 31) / 32;
-    std::vector<uint8_t> map(static_cast<size_t>(nbq * nbk));
-    for (auto& m : map) m = (rng() % 3) != 0;
-    const DocumentMask doc(docs.data(), sh.Sk);
-    const BlockSparseMask bs(map.data(), 16, 32, nbq, nbk);
-    AttentionOptions o;
-    o.num_threads = 2;
-    for (Alignment a : {Alignment::BottomRight, Alignment::TopLeft}) {
-      o.alignment = a;
-      const std::string al = a == Alignment::BottomRight ? " BR" : " TL";
-      check_against_reference(pr, FullMask{}, o, "full" + al);
-      check_against_reference(pr, CausalMask{}, o, "causal" + al);
-      check_against_reference(pr, SlidingWindowMask(1), o, "window 1" + al);
-      check_against_reference(pr, SlidingWindowMask(37), o, "window 37" + al);
-      check_against_reference(pr, LocalMask(5, 9), o, "local(5,9)" + al);
-      check_against_reference(pr, PrefixLMMask(13), o, "prefix 13" + al);
-      check_against_reference(pr, doc & CausalMask{}, o, "document & causal" + al);
-      check_against_reference(pr, SinkWindowMask(4, 20), o, "sink window" + al);
-      check_against_reference(pr, bs, o, "block sparse" + al);
-      check_against_reference(pr, bs & CausalMask{}, o, "block sparse & causal" + al);
-      check_against_reference(pr, SlidingWindowMask(50) | PrefixLMMask(3), o, "window | prefix" + al);
-      check_against_reference(pr, ~CausalMask{}, o, "not causal" + al);
-      check_against_reference(pr, untiled(CausalMask{}), o, "untiled causal" + al);
-      const auto odd = custom_mask([](int64_t b, int64_t h, int64_t i, int64_t j) { return (i + j + b + h) % 3 != 0; });
-      check_against_reference(pr, odd, o, "custom" + al);
-      const auto dense =
-          dense_mask_additive(CausalMask{} & SlidingWindowMask(30), sh.B, sh.Sq, sh.Sk, nullptr, nullptr, a);
-      check_against_reference(pr, AdditiveMask(dense.data(), sh.Sk, sh.Sq * sh.Sk), o, "dense additive" + al);
-    }
-  }
 }
 
 TEST_CASE("CPU kernel: GQA ratios, MQA and head dims", "[cpu][gqa]") {
