@@ -97,7 +97,7 @@ struct FwdArgs {
   float* ws_lse = nullptr;  // [splits, rows, Hq]
   int64_t ws_rows = 0;      // padded: B * Sq, varlen: total_q
   // Tickets per work unit (B x head groups x m_blocks), zero before the
-  // launch; the last CTA to take one leaves it zero again (atomicInc wraps).
+  // launch; the last CTA to take one leaves it zero again (take_last_ticket).
   // nullptr: the kernel writes partials only (a merge kernel runs after it).
   unsigned* ws_count = nullptr;
   // Splits merged together first (two-level merge) when < num_splits; the
@@ -698,10 +698,9 @@ __global__ void __launch_bounds__(Cfg::kThreads)
     const unsigned unit = (static_cast<unsigned>(b) * gridDim.y + blockIdx.y) * a.m_blocks + mb;
     unsigned* const tickets = a.ws_count + unit * static_cast<unsigned>(n_chunks > 1 ? n_chunks + 1 : 1);
     volatile unsigned* last = reinterpret_cast<volatile unsigned*>(smem_raw);  // K/V smem is idle now
-    auto take_ticket = [&](unsigned* counter, int parties) {
-      return detail::take_last_ticket(counter, static_cast<unsigned>(parties), last);
-    };
-    if (!take_ticket(tickets + (n_chunks > 1 ? chunk : 0), n_chunks > 1 ? chunk_len : S)) return;
+    if (!detail::take_last_ticket(tickets + (n_chunks > 1 ? chunk : 0),
+                                  static_cast<unsigned>(n_chunks > 1 ? chunk_len : S), last))
+      return;
     const int nrows = (row_limit * G - r0 < kBlockM ? row_limit * G - r0 : kBlockM);
     const int64_t stride = a.ws_rows * s.q_heads;  // between splits, in rows
     const int64_t q_start = s.varlen() ? s.q_start(b) : b * s.q_capacity;
@@ -721,7 +720,7 @@ __global__ void __launch_bounds__(Cfg::kThreads)
       for (int w0 = warp * 2; w0 < nrows; w0 += Cfg::kWarps * 2)  // 2-row batches, warps round robin
         detail::merge_split_rows_warp<T, D, false, 2>(lane, nrows - w0 < 2 ? nrows - w0 : 2, chunk_len, stride,
                                                       [&](int k) { return row_at(r0 + w0 + k, chunk * C); });
-      if (!take_ticket(tickets + n_chunks, n_chunks)) return;
+      if (!detail::take_last_ticket(tickets + n_chunks, static_cast<unsigned>(n_chunks), last)) return;
     }
     const int parts = n_chunks > 1 ? n_chunks : S;
     const int64_t part_stride = n_chunks > 1 ? stride * C : stride;

@@ -28,9 +28,6 @@ __host__ __device__ constexpr uint32_t sw128_offset(int rows, int r, int c) {
   return static_cast<uint32_t>((c / 64) * rows * 128 + r * 128 + ((((c % 64) / 8) ^ (r % 8)) * 16) + (c % 8) * 2);
 }
 
-// The TMA and mbarrier instructions exist from sm_90; before it these
-// wrappers compile to nothing (the host never enables the TMA path there:
-// KvTensorMaps::use_tma stays 0).
 // The SW128 layout as a copy_rows_async layout (forward_kernel.cuh): kRows
 // rows per 64-column block; rows 8 apart keep their chunk order, 128 bytes on.
 template <int kRows>
@@ -40,6 +37,9 @@ struct Sw128Tile {
   __device__ static uint32_t offset(int r, int col) { return sw128_offset(kRows, r, col); }
 };
 
+// The TMA and mbarrier instructions exist from sm_90; before it these
+// wrappers compile to nothing (the host never enables the TMA path there:
+// KvTensorMaps::use_tma stays 0).
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
 #define ATTNKIT_SM90_ASM(...) asm volatile(__VA_ARGS__)
 #else
