@@ -6,9 +6,11 @@
 //   nvcc -std=c++17 -O3 --generate-code=arch=compute_90a,code=[sm_90a]
 //        --expt-relaxed-constexpr -I /tmp/t/include -o decode_trace decode_trace.cu
 //   ./decode_trace B kv flush   (Hq 32 / Hkv 8, D 128, bf16, causal, Sq 1;
-//                                flush 0: none, L2 warm; 1: clean)
-// Each point: cycles since the CTA's entry (clock64 of lane 0 of each warp),
-// min / median / max over CTAs x warps, the median of each over 20 calls.
+//                                flush 0: none, L2 warm; 1: clean; 2: clean,
+//                                then a kernel with the decode kernel's smem)
+// Each point: cycles since the CTA's entry (clock64 of lane 0 of each warp,
+// the kernel's first statement), min / median / max over CTAs x warps, the
+// median of each over 20 calls.
 // The globaltimer lines time the gap from a one-thread marker kernel to the
 // first CTA and from the last CTA to the next marker; with the GPU idle the
 // first one is mostly the host's launch time.
@@ -33,6 +35,12 @@ __global__ void rd(const uint4* a, size_t n, unsigned* sink) {
   for (size_t i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) x ^= a[i].x;
   if (x == 0x12345) *sink = x;
 }
+// Asks for the decode kernel's shared memory, so the SMs' L1 / shared split
+// is already the decode kernel's when it launches (flush mode 2).
+__global__ void smem_user(int n) {
+  extern __shared__ unsigned char smem[];
+  if (threadIdx.x == 1024) smem[n - 1] = 0;
+}
 __global__ void mark(unsigned long long* p) {
   unsigned long long t;
   asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
@@ -45,7 +53,7 @@ static double med(std::vector<double> v) {
 }
 int main(int argc, char** argv) {
   const int64_t B = argc > 1 ? atoll(argv[1]) : 1, kv = argc > 2 ? atoll(argv[2]) : 4096;
-  const int flush = argc > 3 ? atoi(argv[3]) : 0;  // 0 none, 1 clean
+  const int flush = argc > 3 ? atoi(argv[3]) : 0;  // 0 none, 1 clean, 2 clean + an smem_user launch
   const int64_t Hq = 32, Hkv = 8, D = 128;
   T *q, *k, *v, *o;
   ok(cudaMalloc(&q, B * Hq * D * 2), "m");
@@ -88,6 +96,11 @@ int main(int argc, char** argv) {
     if (flush) {
       ok(cudaMemsetAsync(fb, 0, fbytes), "f");
       rd<<<1024, 256>>>((const uint4*)fb, fbytes / 16, sink);
+    }
+    if (flush == 2) {
+      const int smem = 202080;  // DecodeConfig<bf16, 128>::kSmemBytes
+      ok(cudaFuncSetAttribute(smem_user, cudaFuncAttributeMaxDynamicSharedMemorySize, smem), "attr");
+      smem_user<<<132, 32, smem>>>(smem);
     }
     mark<<<1, 1>>>(marks + 0);
     cudaEventRecord(e0);

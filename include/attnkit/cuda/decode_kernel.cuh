@@ -123,12 +123,22 @@ __global__ void __launch_bounds__(Cfg::kThreads)
   const FastDivmod& gdiv = a.group_div;  // divides by G
   const int64_t b = blockIdx.z;
   const int64_t h0 = static_cast<int64_t>(blockIdx.y) * G;
-  const int64_t hk = s.kv_head_of(h0);
+  static_assert(Cfg::kPack, "a decode CTA packs a whole GQA group (forward_with: group_pack = group)");
+  const int64_t hk = blockIdx.y;  // so its KV head is the grid's y (no division by the group)
   const int q_len = static_cast<int>(detail::clamp_len(s.q_len(b), s.q_capacity));
-  const int kv_len = static_cast<int>(detail::clamp_len(s.kv_len(b), s.kv_capacity));
   const int row_limit = s.varlen() ? q_len : static_cast<int>(s.q_capacity);
   const int r0 = mb * kBlockM;
   if (r0 >= row_limit * G) return;
+
+  // The prologue is a chain of dependent instructions at one warp per
+  // scheduler (Session 7 trace: ~3k cycles before the first K/V copy), so
+  // what the copies need comes first and everything else after them. Q
+  // first, by the whole CTA, one commit group, even for a split with no key
+  // tile (the epilogue waits for it): issued after the tiles, Q queues behind
+  // their bytes on the SM's path from L2 (Session 7: it landed ~2800 cycles
+  // later).
+  detail::copy_packed_q_async<kThreads, kBlockM, Cfg::kChunksPerRow, kStride>(sQ, p, b, r0, gdiv, h0, q_len, tid);
+  detail::cp_async_commit();
   if (use_tma && lane == 0) {
 #pragma unroll
     for (int st = 0; st < kS; ++st) detail::mbarrier_init(sBar + st * 8, 1);
@@ -136,13 +146,8 @@ __global__ void __launch_bounds__(Cfg::kThreads)
     if (warp == 0) detail::prefetch_tensor_map(&maps.k), detail::prefetch_tensor_map(&maps.v);
   }
   __syncwarp();
+  const int kv_len = static_cast<int>(detail::clamp_len(s.kv_len(b), s.kv_capacity));
   const SeqCtx ctx0 = SeqCtx::make(b, h0, q_len, kv_len, s.alignment);
-
-  // This thread's two rows (g and g + 8 of the m-tile): query row and head - h0.
-  int row_i[2], row_dh[2];
-#pragma unroll
-  for (int rr = 0; rr < 2; ++rr)
-    row_i[rr] = gdiv.div(r0 + g + 8 * rr), row_dh[rr] = gdiv.mod(r0 + g + 8 * rr, row_i[rr]);
 
   // Key tiles of the split, trimmed to the mask's non-empty span.
   const int i_lo = gdiv.div(r0);
@@ -161,12 +166,6 @@ __global__ void __launch_bounds__(Cfg::kThreads)
     }
     return n_last + 1;
   };
-
-  const bool softcap = p.softcap > 0.f;
-  const bool transform = softcap || p.alibi_slopes || !(a.scale_log2 > 0.f);
-  const float sl = transform ? 1.f : a.scale_log2;
-  const float cap_inv_scale = softcap ? p.scale / p.softcap : 0.f;
-  const float cap_log2 = p.softcap * detail::kLog2e;
 
   const int64_t kv_start = s.kv_start(b);
   const T* k_base = p.k + (s.varlen() ? 0 : b * p.k_layout.batch_stride) + kv_start * p.k_layout.row_stride +
@@ -208,6 +207,35 @@ __global__ void __launch_bounds__(Cfg::kThreads)
   };
   uint32_t phases = 0;  // TMA: bit st = parity of stage st's next completion
 
+  // This warp's first kS - 1 tiles, one commit group each (empty groups
+  // too, so wait_group<kS - 1> always means "the tile to compute has landed").
+  TileKind kind = TileKind::Partial, kind_ld = TileKind::Partial;
+  int n = n_last + 1, n_ld = n_last + 1;
+  if (n_first <= n_last) {
+    n = next_tile(n_first + warp, kind);
+    n_ld = n;
+#pragma unroll
+    for (int st = 0; st < kS - 1; ++st) {
+      if (n_ld <= n_last) {
+        load_tile(st, n_ld);
+        n_ld = next_tile(n_ld + kW, kind_ld);
+      }
+      detail::cp_async_commit();
+    }
+  }
+
+  // This thread's two rows (g and g + 8 of the m-tile): query row and head - h0.
+  int row_i[2], row_dh[2];
+#pragma unroll
+  for (int rr = 0; rr < 2; ++rr)
+    row_i[rr] = gdiv.div(r0 + g + 8 * rr), row_dh[rr] = gdiv.mod(r0 + g + 8 * rr, row_i[rr]);
+
+  const bool softcap = p.softcap > 0.f;
+  const bool transform = softcap || p.alibi_slopes || !(a.scale_log2 > 0.f);
+  const float sl = transform ? 1.f : a.scale_log2;
+  const float cap_inv_scale = softcap ? p.scale / p.softcap : 0.f;
+  const float cap_log2 = p.softcap * detail::kLog2e;
+
   // Partial tiles: rows' key spans (arithmetic ones recomputed per tile,
   // memory-reading ones found once per warp), else the predicate.
   constexpr bool kSpans = has_key_span<Mask>::value;
@@ -231,24 +259,6 @@ __global__ void __launch_bounds__(Cfg::kThreads)
   float row_max[2] = {detail::neg_inf(), detail::neg_inf()}, row_sum[2] = {0.f, 0.f};
 
   if (n_first <= n_last) {
-    // Q rows (zero past q_len) by the whole CTA, one commit group; then this
-    // warp's first kS - 1 tiles, one group each (empty groups too, so
-    // wait_group<kS - 1> always means "the tile to compute has landed").
-    // Q goes first: issued after the tiles, it queues behind their bytes on
-    // the SM's path from L2 (Session 7 trace: Q landed ~2800 cycles later).
-    detail::copy_packed_q_async<kThreads, kBlockM, Cfg::kChunksPerRow, kStride>(sQ, p, b, r0, gdiv, h0, q_len, tid);
-    detail::cp_async_commit();
-    TileKind kind = TileKind::Partial, kind_ld = TileKind::Partial;
-    int n = next_tile(n_first + warp, kind);
-    int n_ld = n;
-#pragma unroll
-    for (int st = 0; st < kS - 1; ++st) {
-      if (n_ld <= n_last) {
-        load_tile(st, n_ld);
-        n_ld = next_tile(n_ld + kW, kind_ld);
-      }
-      detail::cp_async_commit();
-    }
     detail::cp_async_wait<kS - 1>();  // Q (the oldest group) has landed
     __syncthreads();                  // ... for every warp
 

@@ -181,7 +181,13 @@ __device__ __forceinline__ void copy_packed_q_async(uint32_t dst, const Attentio
                                                     const FastDivmod& G, int64_t h0, int q_len, int tid) {
   const ProblemShape& s = p.shape;
   const T* q_base = p.q + (s.varlen() ? 0 : b * p.q_layout.batch_stride) + s.q_start(b) * p.q_layout.row_stride;
-  for (int c = tid; c < kRows * kChunksPerRow; c += kThreads) {
+  // A fixed count per thread (tid < kThreads): no loop for the compiler to
+  // unroll by four behind a remainder check.
+  constexpr int kChunks = kRows * kChunksPerRow;
+#pragma unroll
+  for (int k = 0; k < (kChunks + kThreads - 1) / kThreads; ++k) {
+    const int c = tid + k * kThreads;
+    if (kChunks % kThreads != 0 && c >= kChunks) break;
     const int r = c / kChunksPerRow, col = (c % kChunksPerRow) * 8;
     const int pr = r0 + r, i = G.div(pr);
     const int64_t h = h0 + G.mod(pr, i);
