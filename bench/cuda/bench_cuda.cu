@@ -137,6 +137,13 @@ void report(const char* kind, const std::string& name, const char* mask, int64_t
 }
 
 using T = bfloat16;
+// An empty kernel launched the way a decode call launches flash_decode_kernel
+// (its parameter bytes, grid, threads and dynamic smem): what the launch
+// itself costs the host, apart from attnkit's own host code.
+struct DecodeSizedParams {
+  unsigned char bytes[sizeof(cuda::FwdArgs<T>) + sizeof(cuda::detail::KvTensorMaps)];
+};
+__global__ void empty_decode_shaped_kernel(const __grid_constant__ DecodeSizedParams) {}
 
 // One prefill shape: B x N self attention, Hq / Hkv heads, head dim D; `run`
 // launches one call (p, device mask) on the default stream.
@@ -260,6 +267,17 @@ void decode_cfg(const char* tag, int64_t B, int64_t kv, Flusher& flush, int reps
         },
         200);
     ok(cudaStreamSynchronize(nullptr), "sync");
+    const int fat_smem = Cfg::kSmemBytes;
+    ok(cudaFuncSetAttribute(empty_decode_shaped_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, fat_smem),
+       "cudaFuncSetAttribute");
+    const DecodeSizedParams fat{};
+    const double t_empty_fat = median_us(
+        [&] {
+          empty_decode_shaped_kernel<<<dim3(16, unsigned(B * Hkv)), Cfg::kThreads, fat_smem>>>(fat);
+          ok(cudaGetLastError(), "empty launch");
+        },
+        200);
+    ok(cudaStreamSynchronize(nullptr), "sync");
     std::vector<double> t_fwd;  // public forward, host return only (synchronised outside the clock)
     for (int r = 0; r < 200; ++r) {
       const auto pp = make_params<T>(qv, kv_, vv, ov, opts, false);
@@ -297,15 +315,18 @@ void decode_cfg(const char* tag, int64_t B, int64_t kv, Flusher& flush, int reps
         200);
     std::printf(
         "host    on_device %.1f us, make_params %.1f us, attention_forward (launch, no sync) %.1f us, pool "
-        "alloc+free %.1f us, empty-kernel launch %.1f us, idle sync %.1f us, cudaGetDevice %.2f us, "
-        "cudaStreamGetId %.2f us, cudaStreamIsCapturing %.2f us, K/V tensor maps %.2f us\n",
-        t_place, t_params, t_fwd[t_fwd.size() / 2], t_alloc, t_empty, t_sync, t_getdev, t_sid, t_cap, t_maps);
+        "alloc+free %.1f us, empty-kernel launch %.1f us (decode-shaped: %zu-byte parameters, %d KB smem: %.1f us), "
+        "idle sync %.1f us, cudaGetDevice %.2f us, cudaStreamGetId %.2f us, cudaStreamIsCapturing %.2f us, K/V "
+        "tensor maps %.2f us\n",
+        t_place, t_params, t_fwd[t_fwd.size() / 2], t_alloc, t_empty, sizeof(DecodeSizedParams), fat_smem / 1024,
+        t_empty_fat, t_sync, t_getdev, t_sid, t_cap, t_maps);
     report("host", "host on_device", "-", B, kv, Hq, Hkv, D, t_place * 1e-3, 0, 0, 0);
     report("host", "host make_params", "-", B, kv, Hq, Hkv, D, t_params * 1e-3, 0, 0, 0);
     report("host", "host K/V tensor maps", "-", B, kv, Hq, Hkv, D, t_maps * 1e-3, 0, 0, 0);
     report("host", "host attention_forward", "-", B, kv, Hq, Hkv, D, t_fwd[t_fwd.size() / 2] * 1e-3, 0, 0, 0);
     report("host", "host pool alloc+free", "-", B, kv, Hq, Hkv, D, t_alloc * 1e-3, 0, 0, 0);
     report("host", "host empty-kernel launch", "-", B, kv, Hq, Hkv, D, t_empty * 1e-3, 0, 0, 0);
+    report("host", "host empty decode-shaped launch", "-", B, kv, Hq, Hkv, D, t_empty_fat * 1e-3, 0, 0, 0);
     report("host", "host idle stream sync", "-", B, kv, Hq, Hkv, D, t_sync * 1e-3, 0, 0, 0);
 
     // The same work through forward_with (the decode configuration, both
