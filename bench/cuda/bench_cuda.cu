@@ -4,7 +4,9 @@
 // is reported. TFLOP/s count allowed pairs only (DESIGN §8):
 // 2 * (D + Dv) * pairs, pairs from the mask's own tile classification.
 // Decode: µs and GB/s of K + V read; plus the end-to-end latency of a B = 1
-// decode call measured on the host clock, launch and synchronisation included.
+// decode call measured on the host clock, launch and synchronisation included,
+// and decode loops (kind "decode-loop": one call per layer over distinct KV
+// caches, back to back, no flush; decode_loop).
 //
 // --rope: only the fused-RoPE cases (plain / fused / on-the-fly / pre-pass / ReRoPE).
 // --sm90-variants: only the sm90 wgmma configurations and the mma.sync kernel on
@@ -25,6 +27,7 @@
 #include <attnkit/attnkit.hpp>
 #include <attnkit/cuda/cuda.hpp>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <random>
@@ -460,10 +463,69 @@ void document_rows(Flusher& flush, int reps, bool arith) {
 // The decode rows of the targets: the default decode under the bench's dirty
 // flush (the rows torch_compare.py times PyTorch on), then the kv >= 32768
 // shapes under the clean flush (kind "decode-clean": no write-back of the
-// flush's dirty lines charged to the kernel), and the device's copy
-// bandwidth measured in the same run, the ceiling the targets are quoted
-// against.
+// flush's dirty lines charged to the kernel), the decode loops, and the
+// device's copy bandwidth measured in the same run, the ceiling the targets
+// are quoted against.
 void copy_bandwidth(Flusher& flush, int reps);
+// A model's decode step as the GPU sees it: one call per layer, each layer
+// with its own KV cache, back to back on one stream (no flush and no events
+// between calls). The layers' caches take >= 200 MB together (4x the L2 and
+// more), so every call reads its K and V from DRAM; the launch of a call
+// overlaps the previous one's run, as in a real step. Per call: the time of
+// `rounds` passes over the layers / calls, median over reps. `pdl` = 0:
+// plain launches (a variant row), else the default programmatic dependent
+// launch (pdl.cuh).
+void decode_loop(int64_t B, int64_t kv, int reps, int pdl = -1) {
+  using Cta = cuda::Configs<T, 128>::DecodeCta;
+  constexpr int64_t D = 128, Hq = 32, Hkv = 8;
+  const double cache_bytes = double(B) * kv * Hkv * D * 2 * 2;
+  const int layers = std::max(4, static_cast<int>(std::ceil(200e6 / cache_bytes)));
+  const int rounds = std::max(1, (32 + layers - 1) / layers);
+  AttentionOptions opts;
+  cuda::DecodeTuning tune;
+  tune.pdl = pdl;
+  T* q = dev_random<T>(size_t(B * Hq * D), 4);
+  T* o = nullptr;
+  ok(cudaMalloc(&o, size_t(B * Hq * D) * sizeof(T)), "cudaMalloc");
+  std::vector<T*> kvs;
+  std::vector<AttentionParams<T>> ps;
+  for (int l = 0; l < layers; ++l) {
+    T* k = dev_random<T>(size_t(B * kv * Hkv * D), 5 + 2 * l);
+    T* v = dev_random<T>(size_t(B * kv * Hkv * D), 6 + 2 * l);
+    kvs.push_back(k), kvs.push_back(v);
+    ps.push_back(make_params<T>(Tensor4<const T>(q, {B, 1, Hq, D}), Tensor4<const T>(k, {B, kv, Hkv, D}),
+                                Tensor4<const T>(v, {B, kv, Hkv, D}), Tensor4<T>(o, {B, 1, Hq, D}), opts, false));
+  }
+  auto step = [&] {
+    for (int r = 0; r < rounds; ++r)
+      for (const auto& p : ps) cuda::forward_with<Cta>(p, CausalMask{}, nullptr, true, cuda::FusedRope{}, tune);
+  };
+  step();
+  ok(cudaDeviceSynchronize(), "sync");
+  cudaEvent_t a, b;
+  cudaEventCreate(&a), cudaEventCreate(&b);
+  std::vector<double> t;
+  for (int r = 0; r < std::max(3, reps / 3); ++r) {
+    cudaEventRecord(a);
+    step();
+    cudaEventRecord(b);
+    ok(cudaEventSynchronize(b), "sync");
+    float ms = 0.f;
+    cudaEventElapsedTime(&ms, a, b);
+    t.push_back(double(ms) / (rounds * layers));
+  }
+  std::sort(t.begin(), t.end());
+  const double ms = t[t.size() / 2];
+  const double pairs = double(B) * Hq * kv;
+  report(pdl ? "decode-loop" : "variant",
+         std::string(pdl ? "" : "plain-launch ") + "decode loop B" + std::to_string(B) + " kv" + std::to_string(kv) +
+             " x" + std::to_string(layers) + " layers",
+         "causal", B, kv, Hq, Hkv, D, ms, 4.0 * D * pairs / (ms * 1e-3) / 1e12, cache_bytes / (ms * 1e-3) / 1e9, pairs);
+  cudaEventDestroy(a), cudaEventDestroy(b);
+  for (T* x : kvs) cudaFree(x);
+  cudaFree(q), cudaFree(o);
+}
+
 void decode_rows(Flusher& flush, int reps) {
   using Cta = cuda::Configs<T, 128>::DecodeCta;
   for (int64_t B : {1, 8})
@@ -472,6 +534,9 @@ void decode_rows(Flusher& flush, int reps) {
   for (int64_t B : {1, 8})
     for (int64_t kv : {32768, 131072}) decode_cfg<Cta>("clean-flush ", B, kv, flush, reps, false, {}, "decode-clean");
   flush.mode = Flusher::Dirty;
+  for (int64_t kv : {4096, 32768, 131072})
+    for (int pdl : {-1, 0}) decode_loop(1, kv, reps, pdl);  // programmatic dependent launch (the default), plain
+  decode_loop(8, 32768, reps);
   copy_bandwidth(flush, reps);
 }
 

@@ -2,7 +2,8 @@
 """PyTorch baselines on attnkit_cuda_bench's shapes (bf16, BSHD), and the table.
 
 Each timing: warm-up, then reps timed one by one with CUDA events, L2 flushed
-(256 MiB memset) before each, median. TFLOP/s count allowed pairs only
+(256 MiB memset) before each, median; decode loops (decode_loop_case) are
+passes over distinct KV caches instead, with no flush. TFLOP/s count allowed pairs only
 (DESIGN section 8): 2 * (D + Dv) * pairs.
 
   python3 torch_compare.py --attnkit attnkit.csv [--out torch.csv]
@@ -142,6 +143,43 @@ def decode_case(b, kv, reps):
     return ms
 
 
+def decode_loop_case(b, kv, reps):
+    """attnkit_cuda_bench's decode loop: one call per layer, each layer its own
+    KV cache (>= 200 MB in all, so every call reads DRAM), back to back on one
+    stream, events around whole passes; per call, median over passes."""
+    hq, hkv, d = 32, 8, 128
+    layers = max(4, -(-200_000_000 // (b * kv * hkv * d * 4)))
+    rounds = max(1, -(-32 // layers))
+    q = bshd(b, 1, hq, d, 4).transpose(1, 2)
+    caches = [(bshd(b, kv, hkv, d, 5 + 2 * l).transpose(1, 2), bshd(b, kv, hkv, d, 6 + 2 * l).transpose(1, 2))
+              for l in range(layers)]
+
+    def step():
+        for _ in range(rounds):
+            for k, v in caches:
+                F.scaled_dot_product_attention(q, k, v, enable_gqa=True)
+
+    try:
+        step()
+        torch.cuda.synchronize()
+        times = []
+        for _ in range(max(3, reps // 3)):
+            a = torch.cuda.Event(enable_timing=True)
+            e = torch.cuda.Event(enable_timing=True)
+            a.record()
+            step()
+            e.record()
+            e.synchronize()
+            times.append(a.elapsed_time(e) / (rounds * layers))
+        return statistics.median(times)
+    except Exception as ex:
+        print("  skipped:", type(ex).__name__, str(ex).splitlines()[0][:120], file=sys.stderr)
+        return None
+    finally:
+        del caches
+        torch.cuda.empty_cache()
+
+
 def fmt(x, w=7, p=1):
     return f"{x:{w}.{p}f}" if x is not None else " " * (w - 3) + "n/a"
 
@@ -177,6 +215,10 @@ def main():
             print("done", r["name"], mask_name, t, flush=True)
         elif kind == "decode":
             ms = decode_case(B, N, args.reps)
+            dec_table.append((r, ms))
+            print("done", r["name"], ms, flush=True)
+        elif kind == "decode-loop":
+            ms = decode_loop_case(B, N, args.reps)
             dec_table.append((r, ms))
             print("done", r["name"], ms, flush=True)
 

@@ -401,6 +401,45 @@ TEST_CASE("cuda decode CTA: head dims 64, 96, 256 with the in-kernel merge", "[c
   one(std::integral_constant<int, 256>{});
 }
 
+TEST_CASE("cuda decode CTA: chained calls with and without programmatic dependent launch",
+          "[cuda][decode][split][cta][pdl]") {
+  // Each call's output is the next call's query. With programmatic dependent
+  // launch (the default on sm_90) the next call's CTAs start while this one's
+  // last CTAs still merge its output, so a read of Q (or of the shared split
+  // workspace) before the wait would see half-written data: the chain must
+  // match the same chain launched plainly, bit for bit, and its first step
+  // must match the reference.
+  DecodeProblem<128> pr(1, 1, 40000, 32, 8, false);
+  REQUIRE(planned_splits<128, CausalMask>(1, 1, 40000, 32, 8) > 1);
+  const int64_t B = pr.B, Sk = pr.Sk, Hq = pr.Hq, Hkv = pr.Hkv, D = pr.D;
+  auto chain = [&](int pdl) {
+    pr.dq->upload(pr.hq);
+    T* bufs[2] = {pr.dq->ptr, pr.dout->ptr};
+    cuda::DecodeTuning tune;
+    tune.pdl = pdl;
+    std::vector<T> first;
+    for (int step = 0; step < 6; ++step) {
+      const auto p = make_params<T>(
+          Tensor4<const T>(bufs[step % 2], {B, 1, Hq, D}), Tensor4<const T>(pr.dk->ptr, {B, Sk, Hkv, D}),
+          Tensor4<const T>(pr.dv->ptr, {B, Sk, Hkv, D}), Tensor4<T>(bufs[(step + 1) % 2], {B, 1, Hq, D}), pr.od, false);
+      cuda::forward_with<cuda::Configs<T, 128>::DecodeCta>(p, CausalMask{}, nullptr, true, cuda::FusedRope{}, tune);
+      if (step == 0) {
+        cuda_ok(cudaStreamSynchronize(nullptr));
+        first = pr.dout->download();
+      }
+    }
+    cuda_ok(cudaStreamSynchronize(nullptr));
+    return std::make_pair(first, pr.dq->download());  // step 5 wrote dq
+  };
+  const auto plain = chain(0), pdl = chain(-1);
+  CHECK(rel_l2(plain.first, pr.ref.out) <= 2.0 * rel_l2(pr.naive, pr.ref.out) + 1e-5);
+  REQUIRE(pdl.first.size() == plain.first.size());
+  REQUIRE(pdl.second.size() == plain.second.size());
+  CHECK(std::memcmp(pdl.first.data(), plain.first.data(), plain.first.size() * sizeof(T)) == 0);
+  CHECK(std::memcmp(pdl.second.data(), plain.second.data(), plain.second.size() * sizeof(T)) == 0);
+  CHECK(all_finite(pdl.second));
+}
+
 TEST_CASE("cuda decode CTA: K/V heads outer (BHSD) and rows outer (BSHD), TMA and cp.async copies",
           "[cuda][decode][split][cta][layout]") {
   // The tensor maps order heads and rows by stride; both orders, odd kv

@@ -25,6 +25,10 @@
 //    (merged by merge_splits_kernel, or by the CTA that takes a unit's last
 //    ticket, DecodeTuning::in_kernel_merge: the default here) or the output
 //    directly;
+//  * launched with programmatic dependent launch on sm_90 (pdl.cuh): the
+//    CTAs may start during the previous kernel's tail and wait for it before
+//    their first global access; they release their SMs to the next kernel
+//    once past the key loop;
 //  * masks, softcap, ALiBi, sinks, LSE, varlen and padded lengths as in
 //    flash_fwd_kernel: tiles classified by the TileClassifier (empty tiles are
 //    never loaded, full tiles skip the per-element check), partial tiles
@@ -40,6 +44,7 @@
 #include "attnkit/cuda/forward_kernel.cuh"
 #include "attnkit/cuda/merge_kernel.cuh"
 #include "attnkit/cuda/mma.cuh"
+#include "attnkit/cuda/pdl.cuh"
 #include "attnkit/cuda/tile_classifier.cuh"
 #include "attnkit/cuda/tma.cuh"
 #include "attnkit/mask/tile.hpp"
@@ -125,6 +130,10 @@ __global__ void __launch_bounds__(Cfg::kThreads)
   const int64_t h0 = static_cast<int64_t>(blockIdx.y) * G;
   static_assert(Cfg::kPack, "a decode CTA packs a whole GQA group (forward_with: group_pack = group)");
   const int64_t hk = blockIdx.y;  // so its KV head is the grid's y (no division by the group)
+  // Everything above reads only the parameters. Global memory (lengths, Q,
+  // K, V, the workspace) waits for the kernel before this one on the stream
+  // when the launch overlaps it (programmatic dependent launch, pdl.cuh).
+  detail::wait_for_prior_grids();
   const int q_len = static_cast<int>(detail::clamp_len(s.q_len(b), s.q_capacity));
   const int row_limit = s.varlen() ? q_len : static_cast<int>(s.q_capacity);
   const int r0 = mb * kBlockM;
@@ -443,6 +452,10 @@ __global__ void __launch_bounds__(Cfg::kThreads)
       n = next_tile(n + kW, kind);
     }
   }
+
+  // Past the key loop: the next kernel on the stream may take the SMs this
+  // grid frees (it waits for this grid's completion before reading).
+  detail::allow_dependent_launch();
 
   // Merge the warps through smem (the K/V rings are idle once every warp
   // is past its loop): warp w's row max (log2 units), sum and unnormalised O.

@@ -24,6 +24,7 @@
 #include "attnkit/cuda/check.cuh"
 #include "attnkit/cuda/decode_kernel.cuh"
 #include "attnkit/cuda/forward_kernel.cuh"
+#include "attnkit/cuda/pdl.cuh"
 #include "attnkit/cuda/tma.cuh"
 
 namespace attnkit::cuda {
@@ -303,7 +304,7 @@ KvTensorMaps kv_tensor_maps(const AttentionParams<T>& p, const DeviceState& st, 
 // workspace from `st`. `allow_tma`: flash_decode_kernel may copy by TMA.
 template <class Cfg, class Mask>
 void launch_fwd(FwdArgs<typename Cfg::Elem>& a, const Mask& mask, cudaStream_t stream, DeviceState& st,
-                bool in_kernel_merge = false, bool allow_tma = true) {
+                bool in_kernel_merge = false, bool allow_tma = true, bool allow_pdl = true) {
   const ProblemShape& s = a.p.shape;
   const int64_t rows = s.q_capacity * a.group_pack;
   a.m_blocks = static_cast<int>((rows + Cfg::kBlockM - 1) / Cfg::kBlockM);
@@ -328,10 +329,11 @@ void launch_fwd(FwdArgs<typename Cfg::Elem>& a, const Mask& mask, cudaStream_t s
   allow_smem(kernel, Cfg::kSmemBytes, st.dev);
   const dim3 grid(static_cast<unsigned>(a.m_blocks * a.num_splits), static_cast<unsigned>(head_groups),
                   static_cast<unsigned>(s.batch));
-  if constexpr (IsDecodeConfig<Cfg>::value)
-    kernel<<<grid, Cfg::kThreads, Cfg::kSmemBytes, stream>>>(a, mask,
-                                                             kv_tensor_maps(a.p, st, Cfg::kBlockN, Cfg::D, allow_tma));
-  else
+  if constexpr (IsDecodeConfig<Cfg>::value) {
+    const PdlLaunch launch(grid, dim3(Cfg::kThreads), Cfg::kSmemBytes, stream, allow_pdl && st.cc_major >= 9);
+    check(cudaLaunchKernelEx(&launch.config, kernel, a, mask, kv_tensor_maps(a.p, st, Cfg::kBlockN, Cfg::D, allow_tma)),
+          "flash_decode_kernel");
+  } else
     kernel<<<grid, Cfg::kThreads, Cfg::kSmemBytes, stream>>>(a, mask);
   check_launch(IsDecodeConfig<Cfg>::value ? "flash_decode_kernel" : "flash_fwd_kernel");
   if (a.num_splits > 1 && !in_kernel_merge) {
@@ -410,6 +412,9 @@ struct DecodeTuning {
   // flash_decode_kernel's K/V copies: -1 TMA where the device and layout
   // allow it (the default), 0 cp.async (the pre-Hopper path, for tests).
   int tma = -1;
+  // flash_decode_kernel's launch: -1 with programmatic dependent launch where
+  // the device has it (sm_90+, the default; pdl.cuh), 0 a plain launch.
+  int pdl = -1;
 };
 
 // One forward call with configuration Cfg. Decode (GQA packing + split-KV)
@@ -451,7 +456,7 @@ void forward_with(const AttentionParams<T>& p, const Mask& mask, cudaStream_t st
       a.split_chunk = tune.split_chunk > 0 ? tune.split_chunk : detail::plan_split_chunk(a.num_splits);
   }
   const bool in_kernel = tune.in_kernel_merge < 0 ? IsDecodeConfig<Cfg>::value : tune.in_kernel_merge != 0;
-  detail::launch_fwd<Cfg>(a, mask, stream, st, decode && in_kernel, tune.tma != 0);
+  detail::launch_fwd<Cfg>(a, mask, stream, st, decode && in_kernel, tune.tma != 0, tune.pdl != 0);
 }
 
 // Runs one forward call with head dim D (== Dv) fixed at compile time.
