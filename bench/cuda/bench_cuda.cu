@@ -15,6 +15,7 @@
 // an sm_90a device, else mma.sync).
 // --decode: only the decode cases (with --variants: the decode variants too).
 // --documents: only the document row and its arithmetic twin (EqualDocsMask).
+// --decode-loops: only the decode loops (decode_loop) and the copy reference.
 // --one-decode [--one-decode-b B] [--one-decode-kv N]: one decode shape (default
 // B1 kv4096), 3 warm-up + 5 timed calls, for profilers; --one-decode-old: the
 // same on the one-warp flash_fwd_kernel decode configuration.
@@ -526,6 +527,12 @@ void decode_loop(int64_t B, int64_t kv, int reps, int pdl = -1) {
   cudaFree(q), cudaFree(o);
 }
 
+void decode_loop_rows(int reps) {
+  for (int64_t kv : {4096, 32768, 131072})
+    for (int pdl : {-1, 0}) decode_loop(1, kv, reps, pdl);  // programmatic dependent launch (the default), plain
+  decode_loop(8, 32768, reps);
+}
+
 void decode_rows(Flusher& flush, int reps) {
   using Cta = cuda::Configs<T, 128>::DecodeCta;
   for (int64_t B : {1, 8})
@@ -534,9 +541,7 @@ void decode_rows(Flusher& flush, int reps) {
   for (int64_t B : {1, 8})
     for (int64_t kv : {32768, 131072}) decode_cfg<Cta>("clean-flush ", B, kv, flush, reps, false, {}, "decode-clean");
   flush.mode = Flusher::Dirty;
-  for (int64_t kv : {4096, 32768, 131072})
-    for (int pdl : {-1, 0}) decode_loop(1, kv, reps, pdl);  // programmatic dependent launch (the default), plain
-  decode_loop(8, 32768, reps);
+  decode_loop_rows(reps);
   copy_bandwidth(flush, reps);
 }
 
@@ -721,7 +726,7 @@ void rope_cases(Flusher& flush, int reps) {
 int main(int argc, char** argv) {
   int reps = 20;
   bool quick = false, try_variants = false, one = false, rope_only = false, sm90_variants = false, prefill_only = false,
-       decode_only = false, one_decode = false, one_decode_old = false, documents = false;
+       decode_only = false, one_decode = false, one_decode_old = false, documents = false, loops_only = false;
   int64_t one_b = 1, one_kv = 4096;
   for (int a = 1; a < argc; ++a) {
     if (!std::strcmp(argv[a], "--csv") && a + 1 < argc) g_csv = std::fopen(argv[++a], "w");
@@ -734,6 +739,7 @@ int main(int argc, char** argv) {
     if (!std::strcmp(argv[a], "--rope")) rope_only = true;               // the fused-RoPE cases only
     if (!std::strcmp(argv[a], "--decode")) decode_only = true;           // decode cases (and decode variants) only
     if (!std::strcmp(argv[a], "--documents")) documents = true;          // the document rows (and the arithmetic one)
+    if (!std::strcmp(argv[a], "--decode-loops")) loops_only = true;      // the decode loops and the copy reference
     if (!std::strcmp(argv[a], "--one-decode")) one_decode = true;        // one B1 kv4096 decode, for profilers
     if (!std::strcmp(argv[a], "--one-decode-old")) one_decode = one_decode_old = true;  // ... on the one-warp kernel
     if (!std::strcmp(argv[a], "--one-decode-b") && a + 1 < argc) one_b = std::atoll(argv[++a]);    // its batch
@@ -762,6 +768,12 @@ int main(int argc, char** argv) {
   }
   if (documents) {
     document_rows(flush, reps, true);
+    if (g_csv) std::fclose(g_csv);
+    return 0;
+  }
+  if (loops_only) {
+    decode_loop_rows(reps);
+    copy_bandwidth(flush, reps);
     if (g_csv) std::fclose(g_csv);
     return 0;
   }
