@@ -476,7 +476,7 @@ void copy_bandwidth(Flusher& flush, int reps);
 // `rounds` passes over the layers / calls, median over reps. `pdl` = 0:
 // plain launches (a variant row), else the default programmatic dependent
 // launch (pdl.cuh).
-void decode_loop(int64_t B, int64_t kv, int reps, int pdl = -1) {
+void decode_loop(int64_t B, int64_t kv, Flusher& flush, int reps, int pdl = -1) {
   using Cta = cuda::Configs<T, 128>::DecodeCta;
   constexpr int64_t D = 128, Hq = 32, Hkv = 8;
   const double cache_bytes = double(B) * kv * Hkv * D * 2 * 2;
@@ -501,36 +501,24 @@ void decode_loop(int64_t B, int64_t kv, int reps, int pdl = -1) {
     for (int r = 0; r < rounds; ++r)
       for (const auto& p : ps) cuda::forward_with<Cta>(p, CausalMask{}, nullptr, true, cuda::FusedRope{}, tune);
   };
-  step();
-  ok(cudaDeviceSynchronize(), "sync");
-  cudaEvent_t a, b;
-  cudaEventCreate(&a), cudaEventCreate(&b);
-  std::vector<double> t;
-  for (int r = 0; r < std::max(3, reps / 3); ++r) {
-    cudaEventRecord(a);
-    step();
-    cudaEventRecord(b);
-    ok(cudaEventSynchronize(b), "sync");
-    float ms = 0.f;
-    cudaEventElapsedTime(&ms, a, b);
-    t.push_back(double(ms) / (rounds * layers));
-  }
-  std::sort(t.begin(), t.end());
-  const double ms = t[t.size() / 2];
+  // median_ms's passes over the layers, with no flush between them.
+  const Flusher::Mode mode = flush.mode;
+  flush.mode = Flusher::None;
+  const double ms = median_ms(step, flush, std::max(3, reps / 3)) / (rounds * layers);
+  flush.mode = mode;
   const double pairs = double(B) * Hq * kv;
   report(pdl ? "decode-loop" : "variant",
          std::string(pdl ? "" : "plain-launch ") + "decode loop B" + std::to_string(B) + " kv" + std::to_string(kv) +
              " x" + std::to_string(layers) + " layers",
          "causal", B, kv, Hq, Hkv, D, ms, 4.0 * D * pairs / (ms * 1e-3) / 1e12, cache_bytes / (ms * 1e-3) / 1e9, pairs);
-  cudaEventDestroy(a), cudaEventDestroy(b);
   for (T* x : kvs) cudaFree(x);
   cudaFree(q), cudaFree(o);
 }
 
-void decode_loop_rows(int reps) {
+void decode_loop_rows(Flusher& flush, int reps) {
   for (int64_t kv : {4096, 32768, 131072})
-    for (int pdl : {-1, 0}) decode_loop(1, kv, reps, pdl);  // programmatic dependent launch (the default), plain
-  decode_loop(8, 32768, reps);
+    for (int pdl : {-1, 0}) decode_loop(1, kv, flush, reps, pdl);  // programmatic dependent launch (the default), plain
+  decode_loop(8, 32768, flush, reps);
 }
 
 void decode_rows(Flusher& flush, int reps) {
@@ -541,7 +529,7 @@ void decode_rows(Flusher& flush, int reps) {
   for (int64_t B : {1, 8})
     for (int64_t kv : {32768, 131072}) decode_cfg<Cta>("clean-flush ", B, kv, flush, reps, false, {}, "decode-clean");
   flush.mode = Flusher::Dirty;
-  decode_loop_rows(reps);
+  decode_loop_rows(flush, reps);
   copy_bandwidth(flush, reps);
 }
 
@@ -772,7 +760,7 @@ int main(int argc, char** argv) {
     return 0;
   }
   if (loops_only) {
-    decode_loop_rows(reps);
+    decode_loop_rows(flush, reps);
     copy_bandwidth(flush, reps);
     if (g_csv) std::fclose(g_csv);
     return 0;

@@ -38,13 +38,14 @@ DEV = "cuda"
 FLUSH = torch.empty(256 << 20, dtype=torch.uint8, device=DEV)
 
 
-def median_ms(fn, reps=20, warmup=3):
+def median_ms(fn, reps=20, warmup=3, flush=True):
     for _ in range(warmup):
         fn()
     torch.cuda.synchronize()
     times = []
     for _ in range(reps):
-        FLUSH.zero_()
+        if flush:
+            FLUSH.zero_()
         a = torch.cuda.Event(enable_timing=True)
         b = torch.cuda.Event(enable_timing=True)
         a.record()
@@ -104,9 +105,9 @@ def mask_mod_for(mask, arg, n):
     raise ValueError(mask)
 
 
-def time_or_none(make, reps):
+def time_or_none(make, reps, **kw):
     try:
-        return median_ms(make(), reps)
+        return median_ms(make(), reps, **kw)
     except Exception as e:
         print("  skipped:", type(e).__name__, str(e).splitlines()[0][:120], file=sys.stderr)
         return None
@@ -159,25 +160,10 @@ def decode_loop_case(b, kv, reps):
             for k, v in caches:
                 F.scaled_dot_product_attention(q, k, v, enable_gqa=True)
 
-    try:
-        step()
-        torch.cuda.synchronize()
-        times = []
-        for _ in range(max(3, reps // 3)):
-            a = torch.cuda.Event(enable_timing=True)
-            e = torch.cuda.Event(enable_timing=True)
-            a.record()
-            step()
-            e.record()
-            e.synchronize()
-            times.append(a.elapsed_time(e) / (rounds * layers))
-        return statistics.median(times)
-    except Exception as ex:
-        print("  skipped:", type(ex).__name__, str(ex).splitlines()[0][:120], file=sys.stderr)
-        return None
-    finally:
-        del caches
-        torch.cuda.empty_cache()
+    ms = time_or_none(lambda: step, max(3, reps // 3), warmup=1, flush=False)
+    del caches
+    torch.cuda.empty_cache()
+    return ms / (rounds * layers) if ms else None
 
 
 def fmt(x, w=7, p=1):
