@@ -440,6 +440,51 @@ TEST_CASE("cuda decode CTA: chained calls with and without programmatic dependen
   CHECK(all_finite(pdl.second));
 }
 
+namespace {
+// Lets the next kernel on the stream start at once (programmatic dependent
+// launch), waits ~`sleep_us`, then copies n 16-byte words src -> dst for two
+// buffers (K and V): the next kernel's CTAs run their prologue while this
+// kernel has not yet written those bytes.
+__global__ void late_copy_kernel(const uint4* src0, uint4* dst0, const uint4* src1, uint4* dst1, size_t n,
+                                 int sleep_us) {
+  cuda::detail::allow_dependent_launch();
+  for (int i = 0; i < sleep_us; ++i) __nanosleep(1000);
+  for (size_t e = blockIdx.x * size_t(blockDim.x) + threadIdx.x; e < n; e += size_t(gridDim.x) * blockDim.x)
+    dst0[e] = src0[e], dst1[e] = src1[e];
+}
+}  // namespace
+
+TEST_CASE("cuda decode CTA: K/V written by the kernel just before, under programmatic dependent launch",
+          "[cuda][decode][split][cta][pdl]") {
+  // A decode step's previous kernel (the KV-cache append) writes K/V. Here
+  // it writes the whole of K and V (over NaN) only after a sleep, having let
+  // the decode kernel launch at once: a K/V access before the decode
+  // kernel's wait would read NaN. The result must be the new K/V's, bit for
+  // bit the same as with plain launches, and within the reference bound.
+  DecodeProblem<128> pr(1, 1, 40000, 32, 8, false);
+  REQUIRE(planned_splits<128, CausalMask>(1, 1, 40000, 32, 8) > 1);
+  const DevBuf<T> src_k(pr.hk), src_v(pr.hv);
+  auto run = [&](int pdl) {
+    pr.dk->poison(), pr.dv->poison(), pr.poison();
+    const size_t words = pr.hk.size() * sizeof(T) / 16;
+    late_copy_kernel<<<132, 256>>>(reinterpret_cast<const uint4*>(src_k.ptr), reinterpret_cast<uint4*>(pr.dk->ptr),
+                                   reinterpret_cast<const uint4*>(src_v.ptr), reinterpret_cast<uint4*>(pr.dv->ptr),
+                                   words, 50);
+    cuda_ok(cudaGetLastError());
+    cuda::DecodeTuning tune;
+    tune.pdl = pdl;
+    pr.launch_tuned(nullptr, tune);
+    cuda_ok(cudaStreamSynchronize(nullptr));
+    return pr.dout->download();
+  };
+  const std::vector<T> plain = run(0);
+  check_outcome(pr.outcome());
+  const std::vector<T> early = run(-1);
+  check_outcome(pr.outcome());
+  REQUIRE(early.size() == plain.size());
+  CHECK(std::memcmp(early.data(), plain.data(), plain.size() * sizeof(T)) == 0);
+}
+
 TEST_CASE("cuda decode CTA: K/V heads outer (BHSD) and rows outer (BSHD), TMA and cp.async copies",
           "[cuda][decode][split][cta][layout]") {
   // The tensor maps order heads and rows by stride; both orders, odd kv
