@@ -11,6 +11,7 @@
 #   cp -L "$(dirname "$(which nvcc)")/../lib/libcudart.so.13" .gpu/ && strip .gpu/attnkit_cuda_*
 # then run `bash bench/cuda/run_on_gpu.sh` there with .gpu carried.
 # Knobs: TESTS=0 SANITIZE=0 EXAMPLE=0 BENCH=0 TORCH=0 MOBA=0 VARIANTS=1 PROFILE=1 NCU_DECODE=1 REPS=20,
+# BENCH_TIMEOUT=300 (seconds for the attnkit bench),
 # BENCH_ARGS=--prefill-only (more bench flags), SM90_VARIANTS=1 (the sm90 configurations, own log),
 # TEST_FILTER='[moba]' (a Catch2 test spec), MOBA_SIZES=32768,131072 and
 # MOBA_CONFIGS=4096:12,512:3 (MoBA bench sizes and Bs:top_k configurations),
@@ -61,7 +62,7 @@ fi
 if [ "${BENCH:-1}" = 1 ]; then
   extra=""
   [ "${VARIANTS:-0}" = 1 ] && extra="--variants"
-  timeout 300 "$BIN/attnkit_cuda_bench" --csv "$OUT/attnkit.csv" --reps "$REPS" $extra ${BENCH_ARGS:-} \
+  timeout "${BENCH_TIMEOUT:-300}" "$BIN/attnkit_cuda_bench" --csv "$OUT/attnkit.csv" --reps "$REPS" $extra ${BENCH_ARGS:-} \
     >"$OUT/bench.log" 2>&1
   summary+=("bench: rc=$?")
   grep -E "^variant" "$OUT/bench.log"
