@@ -15,6 +15,7 @@
 #include <limits>
 #include <string>
 
+#include "support/cpu_check.hpp"
 #include "support/moba_oracle.hpp"
 #include "support/test_util.hpp"
 
@@ -24,31 +25,6 @@ using namespace attnkit_test;
 namespace {
 
 const float kNaN = std::numeric_limits<float>::quiet_NaN();
-
-struct Shape {
-  int64_t B = 1, Sq = 1, Sk = 1, Hq = 1, Hkv = 1, D = 32, Dv = 32;
-};
-
-template <class T = float>
-struct Problem {
-  Shape s;
-  std::vector<T> q, k, v, out;
-  std::vector<float> lse;
-  Problem(const Shape& sh, std::mt19937_64& rng) : s(sh) {
-    q = random_vector<T>(static_cast<size_t>(s.B * s.Sq * s.Hq * s.D), rng);
-    k = random_vector<T>(static_cast<size_t>(s.B * s.Sk * s.Hkv * s.D), rng);
-    v = random_vector<T>(static_cast<size_t>(s.B * s.Sk * s.Hkv * s.Dv), rng);
-    poison();
-  }
-  void poison() {
-    out.assign(static_cast<size_t>(s.B * s.Sq * s.Hq * s.Dv), from_float<T>(kNaN));
-    lse.assign(static_cast<size_t>(s.B * s.Hq * s.Sq), kNaN);
-  }
-  Tensor4<const T> Q() const { return Tensor4<const T>(q.data(), {s.B, s.Sq, s.Hq, s.D}); }
-  Tensor4<const T> K() const { return Tensor4<const T>(k.data(), {s.B, s.Sk, s.Hkv, s.D}); }
-  Tensor4<const T> V() const { return Tensor4<const T>(v.data(), {s.B, s.Sk, s.Hkv, s.Dv}); }
-  Tensor4<T> O() { return Tensor4<T>(out.data(), {s.B, s.Sq, s.Hq, s.Dv}); }
-};
 
 // Padded problem: checks moba_select against the brute force.
 template <class T>
@@ -72,22 +48,7 @@ MobaSelection check_moba(Problem<T>& pr, const MobaConfig& cfg, AttentionOptions
   MobaSelection sel = moba_select(pr.Q(), pr.K(), cfg, o);
   if (check_selection) check_selection_padded(pr, cfg, o, sel);
   const ReferenceOutput ref = reference_attention(pr.Q(), pr.K(), pr.V(), sel.mask(), o);
-  REQUIRE(all_finite(pr.out));
-  const double err = rel_l2(pr.out, ref.out), lse_err = lse_max_abs_err(pr.lse, ref.lse);
-  INFO("rel_l2 " << err << ", lse err " << lse_err);
-  if constexpr (std::is_same_v<T, float>) {
-    CHECK(err <= 1e-5);
-    CHECK(lse_err <= 1e-4);
-  } else {
-    const T dummy{};
-    const AttentionParams<T> p =
-        make_params<T>(pr.Q(), pr.K(), pr.V(),
-                       Tensor4<T>(const_cast<T*>(&dummy), {pr.s.B, pr.s.Sq, pr.s.Hq, pr.s.Dv}, {0, 0, 0, 1}), o);
-    const double naive_err = rel_l2(naive_same_dtype(p, sel.mask(), pr.s.B * pr.s.Sq), ref.out);
-    INFO("naive same-dtype rel_l2 " << naive_err);
-    CHECK(err <= 2.0 * naive_err + 1e-6);
-    CHECK(lse_err <= 2e-2);
-  }
+  check_error_bound(pr, ref, sel.mask(), o, lse_max_abs_err(pr.lse, ref.lse));
   return sel;
 }
 
