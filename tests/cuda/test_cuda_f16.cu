@@ -1,5 +1,6 @@
 // fp16 storage on the GPU, and the errors the GPU path raises.
 #include <functional>
+#include <thread>
 
 #include "masks.cuh"
 
@@ -50,6 +51,24 @@ TEST_CASE("cuda errors: placement, dtype, head dim, host side arrays", "[cuda][e
   const std::string mixed = what_of([&] { cuda::on_device(t.q.ptr, host.data(), t.v.ptr, t.o.ptr); });
   CHECK(mixed.find("k is host") != std::string::npos);
   CHECK(mixed.find("q is device") != std::string::npos);
+  // Pinned host memory is host; managed memory and interior device pointers
+  // are device; a thread with no current context yet gets the same answers.
+  void *pinned = nullptr, *managed = nullptr;
+  REQUIRE(cudaMallocHost(&pinned, 4096) == cudaSuccess);
+  REQUIRE(cudaMallocManaged(&managed, 4096) == cudaSuccess);
+  CHECK_FALSE(cuda::on_device(pinned, pinned, pinned, pinned));
+  CHECK(cuda::on_device(managed, managed, managed, managed));
+  CHECK(what_of([&] { cuda::on_device(t.q.ptr, t.k.ptr, pinned, t.o.ptr); }).find("v is host") != std::string::npos);
+  CHECK(cuda::on_device(t.q.ptr + 7, t.k.ptr + 128, t.v.ptr + 1, t.o.ptr + 3));
+  bool other_dev = false, other_host = true;
+  std::thread([&] {
+    other_dev = cuda::on_device(t.q.ptr, t.k.ptr, t.v.ptr, t.o.ptr);
+    other_host = cuda::on_device(host.data(), pinned, host.data(), host.data());
+  }).join();
+  CHECK(other_dev);
+  CHECK_FALSE(other_host);
+  CHECK(cudaFreeHost(pinned) == cudaSuccess);
+  CHECK(cudaFree(managed) == cudaSuccess);
 
   AttentionOptions o;
   std::vector<float> host_lse(2 * 4 * 8);

@@ -14,6 +14,7 @@
 // attention_forward); forward_rope() forces the fused kernel.
 #pragma once
 
+#include <cuda.h>  // cuPointerGetAttribute's signature (called through the runtime: no libcuda link)
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -39,9 +40,36 @@ namespace detail {
 
 enum class Where { Host, Device, Unknown };
 
+// cuPointerGetAttribute through the runtime's driver entry point (no link
+// against libcuda); nullptr where the driver does not have it. One memory-type
+// query costs ~80 ns against cudaPointerGetAttributes' ~150 ns (H100 host,
+// bench/cuda/NOTES-decode.md, Session 10): on_device makes four per call.
+inline decltype(&cuPointerGetAttribute) pointer_attribute_query() {
+  static const auto fn = []() -> decltype(&cuPointerGetAttribute) {
+    void* f = nullptr;
+    cudaDriverEntryPointQueryResult q{};
+    if (cudaGetDriverEntryPointByVersion("cuPointerGetAttribute", &f, 12000, cudaEnableDefault, &q) != cudaSuccess ||
+        q != cudaDriverEntryPointSuccess) {
+      cudaGetLastError();  // not sticky; clear it so a later launch check does not report it
+      return nullptr;
+    }
+    return reinterpret_cast<decltype(&cuPointerGetAttribute)>(f);
+  }();
+  return fn;
+}
+
 // Device and managed memory run on the GPU; pageable and pinned host memory
 // on the CPU. With no usable CUDA device everything is host.
 inline Where where(const void* ptr) {
+  if (const auto query = pointer_attribute_query()) {
+    unsigned type = 0;
+    const CUresult r = query(&type, CU_POINTER_ATTRIBUTE_MEMORY_TYPE, reinterpret_cast<CUdeviceptr>(ptr));
+    // Managed memory reports CU_MEMORYTYPE_DEVICE; memory CUDA does not know
+    // (pageable host) is CUDA_ERROR_INVALID_VALUE. Anything else (say, no
+    // current context in this thread yet) asks the runtime below.
+    if (r == CUDA_SUCCESS) return type == CU_MEMORYTYPE_DEVICE ? Where::Device : Where::Host;
+    if (r == CUDA_ERROR_INVALID_VALUE) return Where::Host;
+  }
   cudaPointerAttributes attr{};
   const cudaError_t e = cudaPointerGetAttributes(&attr, ptr);
   if (e != cudaSuccess) {

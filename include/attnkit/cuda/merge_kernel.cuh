@@ -111,6 +111,17 @@ __device__ __forceinline__ void merge_split_rows_warp(int lane, int nrows, int S
 #pragma unroll
       for (int c = 0; c < kPer; ++c) acc[k][c] = make_float4(0.f, 0.f, 0.f, 0.f);
     }
+    // Running pointers to this lane's next part (one 64-bit add per part,
+    // not a product per part: the merge runs at one warp per scheduler,
+    // where every instruction before its loads is latency).
+    const int64_t step = kGroups * stride;
+    const float* lse_at[kRB];
+    const float4* out_at[kRB];
+#pragma unroll
+    for (int k = 0; k < kRB; ++k) {
+      lse_at[k] = rw[k].lse + grp * stride;
+      out_at[k] = reinterpret_cast<const float4*>(rw[k].out + grp * stride * D) + col0;
+    }
     for (int s0 = grp; s0 < S; s0 += kPB * kGroups) {
       float ls[kRB][kPB];
       float4 x[kRB][kPB][kPer];
@@ -118,15 +129,14 @@ __device__ __forceinline__ void merge_split_rows_warp(int lane, int nrows, int S
       for (int k = 0; k < kRB; ++k)
 #pragma unroll
         for (int pb = 0; pb < kPB; ++pb) {
-          const int sp = s0 + pb * kGroups;
-          const bool valid = ok[k] && sp < S;
-          ls[k][pb] = valid ? __ldcg(rw[k].lse + sp * stride) : lse_neg_inf();
-          const float4* src = reinterpret_cast<const float4*>(rw[k].out + sp * stride * D);
+          const bool valid = ok[k] && s0 + pb * kGroups < S;
+          ls[k][pb] = valid ? __ldcg(lse_at[k]) : lse_neg_inf();
 #pragma unroll
-          for (int c = 0; c < kPer; ++c) {
-            const int col = col0 + c * kLanes;
-            x[k][pb][c] = valid && col < kCols ? __ldcg(src + col) : make_float4(0.f, 0.f, 0.f, 0.f);
-          }
+          for (int c = 0; c < kPer; ++c)
+            x[k][pb][c] = valid && col0 + c * kLanes < kCols ? __ldcg(out_at[k] + c * kLanes)
+                                                              : make_float4(0.f, 0.f, 0.f, 0.f);
+          lse_at[k] += step;
+          out_at[k] += step * (D / 4);
         }
         // Fold the batch in against its maximum: the parts' weights are then
         // independent of each other (one rescale of the running state per
