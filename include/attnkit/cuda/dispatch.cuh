@@ -14,7 +14,7 @@
 // attention_forward); forward_rope() forces the fused kernel.
 #pragma once
 
-#include <cuda.h>  // cuPointerGetAttribute's signature (called through the runtime: no libcuda link)
+#include <cuda.h>  // cuPointerGetAttributes' signature (called through the runtime: no libcuda link)
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -40,20 +40,24 @@ namespace detail {
 
 enum class Where { Host, Device, Unknown };
 
-// cuPointerGetAttribute through the runtime's driver entry point (no link
-// against libcuda); nullptr where the driver does not have it. One memory-type
-// query costs ~80 ns against cudaPointerGetAttributes' ~150 ns (H100 host,
-// bench/cuda/NOTES-decode.md, Session 10): on_device makes four per call.
-inline decltype(&cuPointerGetAttribute) pointer_attribute_query() {
-  static const auto fn = []() -> decltype(&cuPointerGetAttribute) {
+// cuPointerGetAttributes through the runtime's driver entry point (no link
+// against libcuda); nullptr where the driver does not have it. Four pointers
+// cost ~0.32 us against cudaPointerGetAttributes' ~0.59 us (H100 host,
+// bench/cuda/NOTES-decode.md, Session 10), and on_device asks for four on
+// every call. The plural form, not cuPointerGetAttribute: for memory CUDA does
+// not know (pageable host) it returns success with null attributes, where the
+// singular returns an error that compute-sanitizer reports in the user's run
+// (Session 10's memcheck call: 9 such reports).
+inline decltype(&cuPointerGetAttributes) pointer_attributes_query() {
+  static const auto fn = []() -> decltype(&cuPointerGetAttributes) {
     void* f = nullptr;
     cudaDriverEntryPointQueryResult q{};
-    if (cudaGetDriverEntryPointByVersion("cuPointerGetAttribute", &f, 12000, cudaEnableDefault, &q) != cudaSuccess ||
+    if (cudaGetDriverEntryPointByVersion("cuPointerGetAttributes", &f, 12000, cudaEnableDefault, &q) != cudaSuccess ||
         q != cudaDriverEntryPointSuccess) {
       cudaGetLastError();  // not sticky; clear it so a later launch check does not report it
       return nullptr;
     }
-    return reinterpret_cast<decltype(&cuPointerGetAttribute)>(f);
+    return reinterpret_cast<decltype(&cuPointerGetAttributes)>(f);
   }();
   return fn;
 }
@@ -61,14 +65,17 @@ inline decltype(&cuPointerGetAttribute) pointer_attribute_query() {
 // Device and managed memory run on the GPU; pageable and pinned host memory
 // on the CPU. With no usable CUDA device everything is host.
 inline Where where(const void* ptr) {
-  if (const auto query = pointer_attribute_query()) {
-    unsigned type = 0;
-    const CUresult r = query(&type, CU_POINTER_ATTRIBUTE_MEMORY_TYPE, reinterpret_cast<CUdeviceptr>(ptr));
-    // Managed memory reports CU_MEMORYTYPE_DEVICE; memory CUDA does not know
-    // (pageable host) is CUDA_ERROR_INVALID_VALUE. Anything else (say, no
-    // current context in this thread yet) asks the runtime below.
-    if (r == CUDA_SUCCESS) return type == CU_MEMORYTYPE_DEVICE ? Where::Device : Where::Host;
-    if (r == CUDA_ERROR_INVALID_VALUE) return Where::Host;
+  if (const auto query = pointer_attributes_query()) {
+    CUpointer_attribute attrs[2] = {CU_POINTER_ATTRIBUTE_MEMORY_TYPE, CU_POINTER_ATTRIBUTE_IS_MANAGED};
+    unsigned type = 0, managed = 0;
+    void* values[2] = {&type, &managed};
+    // Only a positive answer is taken: memory the driver does not know
+    // (pageable host, or anything when this thread has no context yet) asks
+    // the runtime below, as before.
+    if (query(2, attrs, values, reinterpret_cast<CUdeviceptr>(ptr)) == CUDA_SUCCESS) {
+      if (type == CU_MEMORYTYPE_DEVICE || managed) return Where::Device;
+      if (type == CU_MEMORYTYPE_HOST) return Where::Host;
+    }
   }
   cudaPointerAttributes attr{};
   const cudaError_t e = cudaPointerGetAttributes(&attr, ptr);

@@ -133,8 +133,8 @@ __device__ __forceinline__ void merge_split_rows_warp(int lane, int nrows, int S
           ls[k][pb] = valid ? __ldcg(lse_at[k]) : lse_neg_inf();
 #pragma unroll
           for (int c = 0; c < kPer; ++c)
-            x[k][pb][c] = valid && col0 + c * kLanes < kCols ? __ldcg(out_at[k] + c * kLanes)
-                                                              : make_float4(0.f, 0.f, 0.f, 0.f);
+            x[k][pb][c] =
+                valid && col0 + c * kLanes < kCols ? __ldcg(out_at[k] + c * kLanes) : make_float4(0.f, 0.f, 0.f, 0.f);
           lse_at[k] += step;
           out_at[k] += step * (D / 4);
         }
