@@ -106,25 +106,7 @@ struct Flusher {
 
 template <class F>
 double median_ms(F&& call, Flusher& flush, int reps) {
-  cudaEvent_t a, b;
-  ok(cudaEventCreate(&a), "event");
-  ok(cudaEventCreate(&b), "event");
-  for (int w = 0; w < 3; ++w) call();
-  std::vector<float> t;
-  for (int r = 0; r < reps; ++r) {
-    flush();
-    ok(cudaEventRecord(a), "record");
-    call();
-    ok(cudaEventRecord(b), "record");
-    ok(cudaEventSynchronize(b), "sync");
-    float ms = 0;
-    ok(cudaEventElapsedTime(&ms, a, b), "elapsed");
-    t.push_back(ms);
-  }
-  std::sort(t.begin(), t.end());
-  cudaEventDestroy(a);
-  cudaEventDestroy(b);
-  return t[t.size() / 2];
+  return attnkit_bench::median_event_ms(call, flush, reps);
 }
 
 FILE* g_csv = nullptr;
@@ -239,16 +221,7 @@ void decode_cfg(const char* tag, int64_t B, int64_t kv, Flusher& flush, int reps
       cuda::attention_forward(pp, CausalMask{}, opts);
       ok(cudaStreamSynchronize(nullptr), "sync");
     };
-    auto median_us = [](auto&& f, int n) {
-      std::vector<double> t;
-      for (int r = 0; r < n; ++r) {
-        const auto t0 = std::chrono::steady_clock::now();
-        f();
-        t.push_back(std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count());
-      }
-      std::sort(t.begin(), t.end());
-      return t[t.size() / 2];
-    };
+    auto median_us = [](auto&& f, int n) { return attnkit_bench::median_host_us(f, n); };
     for (int w = 0; w < 20; ++w) call();
     const double e2e = median_us(call, 200);
     report("latency", "decode e2e B" + std::to_string(B) + " kv" + std::to_string(kv), "causal", B, kv, Hq, Hkv, D,

@@ -35,23 +35,8 @@ namespace {
 
 template <class F>
 double median_ms(F&& call, int reps) {
-  cudaEvent_t a, b;
-  ok(cudaEventCreate(&a), "event");
-  ok(cudaEventCreate(&b), "event");
-  std::vector<float> t;
-  for (int r = 0; r < reps; ++r) {
-    ok(cudaEventRecord(a), "record");
-    call();
-    ok(cudaEventRecord(b), "record");
-    ok(cudaEventSynchronize(b), "sync");
-    float ms = 0;
-    ok(cudaEventElapsedTime(&ms, a, b), "elapsed");
-    t.push_back(ms);
-  }
-  cudaEventDestroy(a);
-  cudaEventDestroy(b);
-  std::sort(t.begin(), t.end());
-  return t[t.size() / 2];
+  return attnkit_bench::median_event_ms(
+      call, [] {}, reps, 0);
 }
 
 struct Problem {

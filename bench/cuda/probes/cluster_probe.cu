@@ -116,6 +116,24 @@ __global__ void __launch_bounds__(128) merge_probe(Rec* rec, float* out, int spi
   if (threadIdx.x == 0) rec[blockIdx.x] = Rec{t0, t1, smid(), int(c1 - c0), int(c2 - c1), int(c3 - c2), int(c4 - c3)};
 }
 
+// A launch of `grid` CTAs of 128 threads with SMEM bytes each, in clusters of `c`.
+struct ClusterLaunch {
+  cudaLaunchAttribute at[1];
+  cudaLaunchConfig_t cfg = {};
+  ClusterLaunch(int grid, int c) {
+    cfg.gridDim = dim3(grid);
+    cfg.blockDim = dim3(128);
+    cfg.dynamicSmemBytes = SMEM;
+    at[0].id = cudaLaunchAttributeClusterDimension;
+    at[0].val.clusterDim.x = c;
+    at[0].val.clusterDim.y = 1;
+    at[0].val.clusterDim.z = 1;
+    cfg.attrs = at;
+    cfg.numAttrs = 1;
+  }
+  ClusterLaunch(const ClusterLaunch&) = delete;  // cfg.attrs points into this object
+};
+
 int main() {
   cudaDeviceProp pr;
   cudaGetDeviceProperties(&pr, 0);
@@ -123,17 +141,8 @@ int main() {
   cudaFuncSetAttribute(merge_probe, cudaFuncAttributeMaxDynamicSharedMemorySize, SMEM);
   cudaFuncSetAttribute(merge_probe, cudaFuncAttributeNonPortableClusterSizeAllowed, 1);
   for (int C : {1, 2, 4, 8, 12, 16}) {
-    cudaLaunchConfig_t cfg = {};
-    cudaLaunchAttribute at[1];
-    cfg.gridDim = dim3(C * 8);
-    cfg.blockDim = dim3(128);
-    cfg.dynamicSmemBytes = SMEM;
-    at[0].id = cudaLaunchAttributeClusterDimension;
-    at[0].val.clusterDim.x = C;
-    at[0].val.clusterDim.y = 1;
-    at[0].val.clusterDim.z = 1;
-    cfg.attrs = at;
-    cfg.numAttrs = 1;
+    ClusterLaunch L(C * 8, C);
+    cudaLaunchConfig_t& cfg = L.cfg;
     int n = -1;
     cudaError_t e = cudaOccupancyMaxActiveClusters(&n, merge_probe, &cfg);
     int nsmall = -1;
@@ -149,17 +158,8 @@ int main() {
   for (int C : {8, 16})
     for (int spin : {0, 20000}) {
       const int G = 128;
-      cudaLaunchConfig_t cfg = {};
-      cudaLaunchAttribute at[1];
-      cfg.gridDim = dim3(G);
-      cfg.blockDim = dim3(128);
-      cfg.dynamicSmemBytes = SMEM;
-      at[0].id = cudaLaunchAttributeClusterDimension;
-      at[0].val.clusterDim.x = C;
-      at[0].val.clusterDim.y = 1;
-      at[0].val.clusterDim.z = 1;
-      cfg.attrs = at;
-      cfg.numAttrs = 1;
+      ClusterLaunch L(G, C);
+      cudaLaunchConfig_t& cfg = L.cfg;
       cudaEvent_t a, b;
       cudaEventCreate(&a);
       cudaEventCreate(&b);

@@ -46,34 +46,12 @@ struct Flush {
 };
 template <class F>
 double events_us(F&& f, Flush& fl, int reps) {
-  cudaEvent_t a, b;
-  ok(cudaEventCreate(&a), "event"), ok(cudaEventCreate(&b), "event");
-  for (int w = 0; w < 3; ++w) f();
-  std::vector<float> t;
-  for (int r = 0; r < reps; ++r) {
-    fl();
-    ok(cudaEventRecord(a), "record");
-    f();
-    ok(cudaEventRecord(b), "record");
-    ok(cudaEventSynchronize(b), "sync");
-    float ms = 0;
-    ok(cudaEventElapsedTime(&ms, a, b), "elapsed");
-    t.push_back(ms);
-  }
-  std::sort(t.begin(), t.end());
-  return t[t.size() / 2] * 1e3;
+  return attnkit_bench::median_event_ms(f, fl, reps) * 1e3;
 }
 template <class F>
 double host_us(F&& f, int n) {
   for (int w = 0; w < 20; ++w) f();
-  std::vector<double> t;
-  for (int r = 0; r < n; ++r) {
-    const auto t0 = std::chrono::steady_clock::now();
-    f();
-    t.push_back(std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count());
-  }
-  std::sort(t.begin(), t.end());
-  return t[t.size() / 2];
+  return attnkit_bench::median_host_us(f, n);
 }
 AttentionParams<T> params(const T* q, const T* k, const T* v, T* o, int64_t B, int64_t kv, float* lse = nullptr) {
   AttentionOptions opts;
