@@ -14,7 +14,6 @@
 // attention_forward); forward_rope() forces the fused kernel.
 #pragma once
 
-#include <cuda.h>  // cuPointerGetAttributes' signature (called through the runtime: no libcuda link)
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -26,6 +25,7 @@
 #include "attnkit/core/options.hpp"
 #include "attnkit/core/params.hpp"
 #include "attnkit/cuda/check.cuh"
+#include "attnkit/cuda/driver.cuh"
 #include "attnkit/cuda/launch.cuh"
 #include "attnkit/cuda/rope_fused.cuh"
 #include "attnkit/cuda/rope_prepass.cuh"
@@ -40,25 +40,15 @@ namespace detail {
 
 enum class Where { Host, Device, Unknown };
 
-// cuPointerGetAttributes through the runtime's driver entry point (no link
-// against libcuda); nullptr where the driver does not have it. Four pointers
-// cost ~0.32 us against cudaPointerGetAttributes' ~0.59 us (H100 host,
-// bench/cuda/NOTES-decode.md, Session 10), and on_device asks for four on
-// every call. The plural form, not cuPointerGetAttribute: for memory CUDA does
+// cuPointerGetAttributes (driver.cuh); nullptr where the driver does not
+// have it. Four pointers cost ~0.32 us against cudaPointerGetAttributes'
+// ~0.59 us (H100 host, bench/cuda/NOTES-decode.md, Session 10), and
+// on_device asks for four on every call. The plural form, not cuPointerGetAttribute: for memory CUDA does
 // not know (pageable host) it returns success with null attributes, where the
 // singular returns an error that compute-sanitizer reports in the user's run
 // (Session 10's memcheck call: 9 such reports).
 inline decltype(&cuPointerGetAttributes) pointer_attributes_query() {
-  static const auto fn = []() -> decltype(&cuPointerGetAttributes) {
-    void* f = nullptr;
-    cudaDriverEntryPointQueryResult q{};
-    if (cudaGetDriverEntryPointByVersion("cuPointerGetAttributes", &f, 12000, cudaEnableDefault, &q) != cudaSuccess ||
-        q != cudaDriverEntryPointSuccess) {
-      cudaGetLastError();  // not sticky; clear it so a later launch check does not report it
-      return nullptr;
-    }
-    return reinterpret_cast<decltype(&cuPointerGetAttributes)>(f);
-  }();
+  static const auto fn = driver_function<decltype(&cuPointerGetAttributes)>("cuPointerGetAttributes");
   return fn;
 }
 

@@ -21,6 +21,7 @@
 #include <cstdint>
 
 #include "attnkit/core/params.hpp"
+#include "attnkit/cuda/driver.cuh"
 
 namespace attnkit::cuda::detail {
 
@@ -106,19 +107,9 @@ struct KvTensorMaps {
   int rows_inner = 0;  // 1: dims are (d, row, head, batch), else (d, head, row, batch)
 };
 
-// cuTensorMapEncodeTiled through the runtime's driver entry point (no link
-// against libcuda); nullptr where the driver does not have it.
+// cuTensorMapEncodeTiled (driver.cuh); nullptr where the driver does not have it.
 inline decltype(&cuTensorMapEncodeTiled) tensor_map_encoder() {
-  static const auto fn = []() -> decltype(&cuTensorMapEncodeTiled) {
-    void* f = nullptr;
-    cudaDriverEntryPointQueryResult q{};
-    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &f, 12000, cudaEnableDefault, &q) != cudaSuccess ||
-        q != cudaDriverEntryPointSuccess) {
-      cudaGetLastError();  // not sticky; clear it so the launch check does not report it
-      return nullptr;
-    }
-    return reinterpret_cast<decltype(&cuTensorMapEncodeTiled)>(f);
-  }();
+  static const auto fn = driver_function<decltype(&cuTensorMapEncodeTiled)>("cuTensorMapEncodeTiled");
   return fn;
 }
 
