@@ -21,31 +21,14 @@
 
 using namespace attnkit;
 using attnkit_bench::dev_random;
+using attnkit_bench::Flusher;
 using attnkit_bench::ok;
 using T = bfloat16;
 using Cta = cuda::Configs<T, 128>::DecodeCta;
 constexpr int64_t D = 128, Hq = 32, Hkv = 8;
 
-__global__ void read_all(const uint4* a, size_t n, unsigned* sink) {
-  unsigned x = 0;
-  for (size_t i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) x ^= a[i].x;
-  if (x == 0x12345) *sink = x;
-}
-// 0: no flush; 1: clean (a 256 MiB memset, then a read of it); 2: dirty (the memset only).
-struct Flush {
-  void* buf = nullptr;
-  unsigned* sink = nullptr;
-  size_t bytes = size_t(256) << 20;
-  int mode = 1;
-  Flush() { ok(cudaMalloc(&buf, bytes), "cudaMalloc"), ok(cudaMalloc(&sink, 4), "cudaMalloc"); }
-  void operator()() {
-    if (!mode) return;
-    ok(cudaMemsetAsync(buf, 0, bytes), "flush");
-    if (mode == 1) read_all<<<1024, 256>>>(static_cast<const uint4*>(buf), bytes / 16, sink);
-  }
-};
 template <class F>
-double events_us(F&& f, Flush& fl, int reps) {
+double events_us(F&& f, Flusher& fl, int reps) {
   return attnkit_bench::median_event_ms(f, fl, reps) * 1e3;
 }
 template <class F>
@@ -64,7 +47,7 @@ void decode(const AttentionParams<T>& p) { cuda::forward_with<Cta>(p, CausalMask
 int main(int argc, char** argv) {
   const char* dump = argc > 1 ? argv[1] : "decode_ab.bin";
   const char* tag = argc > 2 ? argv[2] : "";
-  Flush fl;
+  Flusher fl;
   // Outputs and LSEs (dumped for cmp across binaries) and repeatability within this one.
   for (int64_t kv : {4096, 32768, 1000, 77}) {
     const int64_t B = kv < 4096 ? 3 : 1, n = B * Hq * D;
@@ -107,9 +90,9 @@ int main(int argc, char** argv) {
       bufs.push_back(dev_random<T>(kv * Hkv * D, 5 + 2 * l)), bufs.push_back(dev_random<T>(kv * Hkv * D, 6 + 2 * l));
       ps.push_back(params(q, bufs[2 * l], bufs[2 * l + 1], o, 1, kv));
     }
-    fl.mode = 1;
+    fl.mode = Flusher::Clean;
     const double clean = events_us([&] { decode(ps[0]); }, fl, 15);
-    fl.mode = 0;
+    fl.mode = Flusher::None;
     const double warm = events_us([&] { decode(ps[0]); }, fl, 15);
     const double loop = events_us(
                             [&] {
@@ -138,7 +121,7 @@ int main(int argc, char** argv) {
     const size_t bytes = size_t(1) << 30;
     void *s = nullptr, *d = nullptr;
     ok(cudaMalloc(&s, bytes), "m"), ok(cudaMalloc(&d, bytes), "m"), ok(cudaMemset(s, 1, bytes), "memset");
-    fl.mode = 2;
+    fl.mode = Flusher::Dirty;
     const double us = events_us([&] { ok(cudaMemcpyAsync(d, s, bytes, cudaMemcpyDeviceToDevice), "copy"); }, fl, 10);
     std::printf("%s copy 1 GiB: %.1f us = %.0f GB/s\n", tag, us, 2.0 * bytes / us * 1e-3);
   }
