@@ -3,11 +3,12 @@
 // of a decode-shaped kernel (128 CTAs, 197 KB smem, 1.1 KB parameters) through <<<>>>,
 // cudaLaunchKernelEx (with and without the PDL attribute) and the driver's cuLaunchKernel(Ex).
 // Host clock, medians. Not part of the CMake build:
-//   nvcc -O2 -std=c++17 -arch=sm_90a -o host_probe host_probe.cu && ./host_probe
+//   nvcc -O2 -std=c++17 -arch=sm_90a -I ../../../include -o host_probe host_probe.cu && ./host_probe
 #include <cuda.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <attnkit/cuda/driver.cuh>
 #include <chrono>
 #include <cstdio>
 #include <vector>
@@ -34,18 +35,11 @@ double median_ns(F&& f, int n = 1000) {
   std::sort(t.begin(), t.end());
   return t[t.size() / 2];
 }
-template <class Fn>
-Fn driver(const char* name) {
-  void* f = nullptr;
-  cudaDriverEntryPointQueryResult q{};
-  cudaGetDriverEntryPointByVersion(name, &f, 12000, cudaEnableDefault, &q);
-  return reinterpret_cast<Fn>(f);
-}
-
 int main() {
-  const auto get_attr = driver<decltype(&cuPointerGetAttribute)>("cuPointerGetAttribute");
-  const auto launch = driver<decltype(&cuLaunchKernel)>("cuLaunchKernel");
-  const auto launch_ex = driver<decltype(&cuLaunchKernelEx)>("cuLaunchKernelEx");
+  using attnkit::cuda::detail::driver_function;
+  const auto get_attr = driver_function<decltype(&cuPointerGetAttribute)>("cuPointerGetAttribute");
+  const auto launch = driver_function<decltype(&cuLaunchKernel)>("cuLaunchKernel");
+  const auto launch_ex = driver_function<decltype(&cuLaunchKernelEx)>("cuLaunchKernelEx");
   void* d[4];
   for (auto& p : d) cudaMalloc(&p, 1 << 20);
   auto rt = [&](void* p) {
