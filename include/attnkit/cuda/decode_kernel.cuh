@@ -148,10 +148,39 @@ __global__ void __launch_bounds__(Cfg::kThreads)
   // later).
   detail::copy_packed_q_async<kThreads, kBlockM, Cfg::kChunksPerRow, kStride>(sQ, p, b, r0, gdiv, h0, q_len, tid);
   detail::cp_async_commit();
+  // Tile n of K and V into ring stage `stage` by TMA (lane 0): arm the
+  // stage's mbarrier with the boxes' bytes, one copy per column block. Rows
+  // past kv_len hold whatever follows them (zeros past the tensor): V's are
+  // zeroed after the wait.
+  auto tma_tile = [&](int stage, int n, int row0, int batch) {
+    const uint32_t dst = sW + stage * 2 * Cfg::kSmemKV, bar = sBar + stage * 8;
+    detail::mbarrier_arrive_expect_tx(bar, 2 * Cfg::kSmemKV);
+    const int row = row0 + n * kBlockN, hd = static_cast<int>(hk);
+    const int c1 = maps.rows_inner ? row : hd, c2 = maps.rows_inner ? hd : row;
+#pragma unroll
+    for (int cb = 0; cb < Cfg::kColBlocks; ++cb) {
+      detail::tma_load_4d(dst + cb * Cfg::kBlockBytes, &maps.k, cb * 64, c1, c2, batch, bar);
+      detail::tma_load_4d(dst + Cfg::kSmemKV + cb * Cfg::kBlockBytes, &maps.v, cb * 64, c1, c2, batch, bar);
+    }
+  };
+  // The tile this warp streams first when the mask trims nothing from the
+  // split (split start + warp) is copied now, from the parameters alone,
+  // instead of after the split plan below (~2k cycles of dependent
+  // instructions, bench/cuda/NOTES-decode.md Session 11). Kept in stage 0
+  // when the plan agrees, else drained before stage 0 is used.
+  int spec = -1;
+  if (use_tma && !s.varlen()) {
+    const int cap_tiles = static_cast<int>((s.kv_capacity + kBlockN - 1) / kBlockN);
+    const int lo = a.num_splits > 1 ? split * static_cast<int>(a.tiles_per_split) : 0;
+    const int hi = a.num_splits > 1 && lo + a.tiles_per_split < cap_tiles ? lo + static_cast<int>(a.tiles_per_split)
+                                                                           : cap_tiles;
+    if (lo + warp < hi) spec = lo + warp;
+  }
   if (use_tma && lane == 0) {
 #pragma unroll
     for (int st = 0; st < kS; ++st) detail::mbarrier_init(sBar + st * 8, 1);
     detail::mbarrier_init_fence();
+    if (spec >= 0) tma_tile(0, spec, 0, static_cast<int>(b));
     if (warp == 0) detail::prefetch_tensor_map(&maps.k), detail::prefetch_tensor_map(&maps.v);
   }
   __syncwarp();
@@ -182,11 +211,9 @@ __global__ void __launch_bounds__(Cfg::kThreads)
   const T* v_base = p.v + (s.varlen() ? 0 : b * p.v_layout.batch_stride) + kv_start * p.v_layout.row_stride +
                     hk * p.v_layout.head_stride;
 
-  // Tile n of K and V into ring stage `stage`. TMA: lane 0 arms the stage's
-  // mbarrier with the boxes' bytes and issues one copy per column block (rows
-  // past kv_len hold whatever follows them, zeros past the tensor: V's are
-  // zeroed after the wait). cp.async: the lanes copy 16-byte chunks into the
-  // same SW128 layout, zero-filling rows past kv_len.
+  // Tile n of K and V into ring stage `stage`: tma_tile, or the lanes copy
+  // 16-byte chunks with cp.async into the same SW128 layout, zero-filling
+  // rows past kv_len.
   const int kv_row0 = static_cast<int>(kv_start);
   const int tma_batch = s.varlen() ? 0 : static_cast<int>(b);
   // (The cp.async path is not unrolled by force: on sm_90 it is the fallback,
@@ -198,17 +225,7 @@ __global__ void __launch_bounds__(Cfg::kThreads)
   auto load_tile = [&](int stage, int n) {
     const uint32_t dst = sW + stage * 2 * Cfg::kSmemKV;
     if (use_tma) {
-      if (lane == 0) {
-        const uint32_t bar = sBar + stage * 8;
-        detail::mbarrier_arrive_expect_tx(bar, 2 * Cfg::kSmemKV);
-        const int row = kv_row0 + n * kBlockN, hd = static_cast<int>(hk);
-        const int c1 = maps.rows_inner ? row : hd, c2 = maps.rows_inner ? hd : row;
-#pragma unroll
-        for (int cb = 0; cb < Cfg::kColBlocks; ++cb) {
-          detail::tma_load_4d(dst + cb * Cfg::kBlockBytes, &maps.k, cb * 64, c1, c2, tma_batch, bar);
-          detail::tma_load_4d(dst + Cfg::kSmemKV + cb * Cfg::kBlockBytes, &maps.v, cb * 64, c1, c2, tma_batch, bar);
-        }
-      }
+      if (lane == 0) tma_tile(stage, n, kv_row0, tma_batch);
     } else {
       load_kv(dst, k_base, p.k_layout.row_stride, n);
       load_kv(dst + Cfg::kSmemKV, v_base, p.v_layout.row_stride, n);
@@ -220,13 +237,21 @@ __global__ void __launch_bounds__(Cfg::kThreads)
   // too, so wait_group<kS - 1> always means "the tile to compute has landed").
   TileKind kind = TileKind::Partial, kind_ld = TileKind::Partial;
   int n = n_last + 1, n_ld = n_last + 1;
+  if (n_first <= n_last) n = next_tile(n_first + warp, kind);
+  if (spec >= 0 && !(n <= n_last && n == spec)) {
+    // The early copy is not this warp's first tile (the mask trimmed the
+    // split, or the batch's kv_len is shorter): let it land before stage 0
+    // is refilled or the rings become the merge buffer.
+    detail::mbarrier_wait(sBar, phases & 1u);
+    phases ^= 1u;
+    spec = -1;
+  }
   if (n_first <= n_last) {
-    n = next_tile(n_first + warp, kind);
     n_ld = n;
 #pragma unroll
     for (int st = 0; st < kS - 1; ++st) {
       if (n_ld <= n_last) {
-        load_tile(st, n_ld);
+        if (st != 0 || spec < 0) load_tile(st, n_ld);  // stage 0 holds the early copy
         n_ld = next_tile(n_ld + kW, kind_ld);
       }
       detail::cp_async_commit();
