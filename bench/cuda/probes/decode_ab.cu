@@ -42,7 +42,14 @@ AttentionParams<T> params(const T* q, const T* k, const T* v, T* o, int64_t B, i
   return make_params<T>(Tensor4<const T>(q, {B, 1, Hq, D}), Tensor4<const T>(k, {B, kv, Hkv, D}),
                         Tensor4<const T>(v, {B, kv, Hkv, D}), Tensor4<T>(o, {B, 1, Hq, D}), opts, false);
 }
-void decode(const AttentionParams<T>& p) { cuda::forward_with<Cta>(p, CausalMask{}, nullptr, true); }
+#ifndef ATK_CPS
+#define ATK_CPS 0
+#endif
+void decode(const AttentionParams<T>& p) {
+  cuda::DecodeTuning tu;
+  tu.ctas_per_sm = ATK_CPS;
+  cuda::forward_with<Cta>(p, CausalMask{}, nullptr, true, cuda::FusedRope{}, tu);
+}
 
 int main(int argc, char** argv) {
   const char* dump = argc > 1 ? argv[1] : "decode_ab.bin";

@@ -172,8 +172,8 @@ __global__ void __launch_bounds__(Cfg::kThreads)
   if (use_tma && !s.varlen()) {
     const int cap_tiles = static_cast<int>((s.kv_capacity + kBlockN - 1) / kBlockN);
     const int lo = a.num_splits > 1 ? split * static_cast<int>(a.tiles_per_split) : 0;
-    const int hi = a.num_splits > 1 && lo + a.tiles_per_split < cap_tiles ? lo + static_cast<int>(a.tiles_per_split)
-                                                                           : cap_tiles;
+    const int hi =
+        a.num_splits > 1 && lo + a.tiles_per_split < cap_tiles ? lo + static_cast<int>(a.tiles_per_split) : cap_tiles;
     if (lo + warp < hi) spec = lo + warp;
   }
   if (use_tma && lane == 0) {
