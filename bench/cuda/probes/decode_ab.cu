@@ -9,6 +9,8 @@
 //   nvcc -std=c++17 -O3 -arch=sm_90a --expt-relaxed-constexpr -I /tmp/old/include -o ab_old decode_ab.cu
 //   nvcc -std=c++17 -O3 -arch=sm_90a --expt-relaxed-constexpr -I ../../../include -o ab_new decode_ab.cu
 //   ./ab_old old.bin OLD; ./ab_new new.bin NEW; ./ab_old old.bin OLD; ./ab_new new.bin NEW; cmp old.bin new.bin
+// -DATK_CPS=n sets DecodeTuning::ctas_per_sm (the split plan's resident CTAs per SM); the
+// kernel variants of Session 11 are in decode_variants.patch.
 #include <algorithm>
 #include <attnkit/attnkit.hpp>
 #include <attnkit/cuda/cuda.hpp>
