@@ -170,10 +170,9 @@ __global__ void __launch_bounds__(Cfg::kThreads)
   // when the plan agrees, else drained before stage 0 is used.
   int spec = -1;
   if (use_tma && !s.varlen()) {
-    const int cap_tiles = static_cast<int>((s.kv_capacity + kBlockN - 1) / kBlockN);
-    const int lo = a.num_splits > 1 ? split * static_cast<int>(a.tiles_per_split) : 0;
-    const int hi =
-        a.num_splits > 1 && lo + a.tiles_per_split < cap_tiles ? lo + static_cast<int>(a.tiles_per_split) : cap_tiles;
+    int lo, hi;  // the split's tiles at the full capacity (no kv_len read yet)
+    detail::split_tile_span(split, a.num_splits, static_cast<int>(a.tiles_per_split),
+                            static_cast<int>((s.kv_capacity + kBlockN - 1) / kBlockN), lo, hi);
     if (lo + warp < hi) spec = lo + warp;
   }
   if (use_tma && lane == 0) {

@@ -43,10 +43,11 @@ enum class Where { Host, Device, Unknown };
 // cuPointerGetAttributes (driver.cuh); nullptr where the driver does not
 // have it. Four pointers cost ~0.32 us against cudaPointerGetAttributes'
 // ~0.59 us (H100 host, bench/cuda/NOTES-decode.md, Session 10), and
-// on_device asks for four on every call. The plural form, not cuPointerGetAttribute: for memory CUDA does
-// not know (pageable host) it returns success with null attributes, where the
-// singular returns an error that compute-sanitizer reports in the user's run
-// (Session 10's memcheck call: 9 such reports).
+// on_device asks for four on every call. The plural form, not
+// cuPointerGetAttribute: for memory CUDA does not know (pageable host) it
+// returns success with null attributes, where the singular returns an error
+// that compute-sanitizer reports in the user's run (Session 10's memcheck
+// call: 9 such reports).
 inline decltype(&cuPointerGetAttributes) pointer_attributes_query() {
   static const auto fn = driver_function<decltype(&cuPointerGetAttributes)>("cuPointerGetAttributes");
   return fn;

@@ -73,6 +73,18 @@ __device__ __forceinline__ SpanSummary cta_span_summary(SpanSummary mine, int* r
   return all;
 }
 
+// Key tiles [lo, hi) of split `split` of `num_splits` (tiles_per_split each,
+// the last one clipped to n_tiles; all n_tiles when unsplit). Empty (lo >= hi)
+// when the split starts past the last tile.
+__device__ __forceinline__ void split_tile_span(int split, int num_splits, int tiles_per_split, int n_tiles, int& lo,
+                                                int& hi) {
+  lo = 0, hi = n_tiles;
+  if (num_splits > 1) {
+    lo = split * tiles_per_split;
+    hi = lo + tiles_per_split < n_tiles ? lo + tiles_per_split : n_tiles;
+  }
+}
+
 // The tile classifier a CTA uses: rows [i0, i1) of every head it packs,
 // keys [j0, j1) clipped to the valid length. Sound for packed groups: the
 // union over heads is Empty/Full only if every head's tile is. With
@@ -160,11 +172,8 @@ struct TileClassifier {
   // split must visit nothing, not tiles past kv_len.
   __device__ void split_tiles(int split, int num_splits, int tiles_per_split, int n_tiles, int& first, int& last,
                               TileKind& kind) const {
-    int lo = 0, hi = n_tiles;
-    if (num_splits > 1) {
-      lo = split * tiles_per_split;
-      hi = lo + tiles_per_split < n_tiles ? lo + tiles_per_split : n_tiles;
-    }
+    int lo, hi;
+    split_tile_span(split, num_splits, tiles_per_split, n_tiles, lo, hi);
     first = hi, last = hi - 1;
     if (i0 < i1 && lo < hi) {
       first = first_nonempty(lo, hi, kind);
